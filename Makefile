@@ -1,0 +1,53 @@
+# ROTA — see README.md. `make demo` and `make test` are all a newcomer needs.
+
+GO        ?= go
+FUZZTIME  ?= 10s
+LONGFUZZ  ?= 5m
+BENCHDIR  ?= $(CURDIR)/.bench
+PKGS      := ./...
+
+# Fuzz targets: package and name, run briefly by `make test` and long by
+# `make fuzz`.
+FUZZ_TARGETS := \
+	./bundle:FuzzOpen \
+	./bundle:FuzzVerify \
+	./bundle:FuzzConfig
+
+.PHONY: all build test deps vet unit fuzz-short fuzz bench demo clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+deps:
+	./scripts/test-deps.sh
+
+vet:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+unit:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+fuzz-short:
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
+test: deps vet unit fuzz-short
+
+fuzz:
+	$(MAKE) fuzz-short FUZZTIME=$(LONGFUZZ)
+
+bench:
+	./scripts/bench.sh $(BENCHDIR)
+
+demo:
+	./scripts/demo.sh
+
+clean:
+	rm -rf bin demo $(BENCHDIR)

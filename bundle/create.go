@@ -1,0 +1,439 @@
+package bundle
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"runtime"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Compression defaults for Create.
+const (
+	// DefaultCompressionLevel is the zstd level Create uses when
+	// CreateOptions.Level is zero: comparable to the zstd tool's -3.
+	DefaultCompressionLevel = zstd.SpeedDefault
+
+	// DefaultWindowSize is the zstd window Create uses. Parallel
+	// compression splits the input into jobs of four windows, so this also
+	// bounds memory: about concurrency x 5 windows.
+	DefaultWindowSize = 2 << 20
+
+	// MaxConcurrency caps the compression goroutines Create starts when
+	// CreateOptions.Concurrency is zero, which bounds its memory on
+	// machines with many cores.
+	MaxConcurrency = 8
+)
+
+// Spec describes the bundle Create builds.
+type Spec struct {
+	// Compatible names the device kind; required.
+	Compatible string
+
+	// Version is the release's semantic version; required.
+	Version string
+
+	// RollbackIndex is the rollback counter; zero is the lowest.
+	RollbackIndex uint64
+
+	// Created is the creation time recorded in the config and the tar
+	// headers; zero means now. Equal inputs with equal Created and key give
+	// equal files, apart from randomized (ECDSA) signature bytes.
+	Created time.Time
+
+	// Description is optional free text.
+	Description string
+
+	// MinAgentVersion is the lowest agent version that may install the
+	// bundle; empty means any.
+	MinAgentVersion string
+
+	// Images are the slot images in install order.
+	Images []ImageSource
+}
+
+// ImageSource is one slot image to put into a bundle.
+type ImageSource struct {
+	// Class is the slot class the image installs to (rootfs, boot, ...).
+	Class string
+
+	// Path is a raw image file or block device, or a directory, which is
+	// stored as a file tree (a tar archive).
+	Path string
+
+	// Filesystem is the image's filesystem type; empty means detected from
+	// the image (ext2/3/4, squashfs, erofs, vfat, btrfs, xfs) or left empty.
+	Filesystem string
+}
+
+// CreateOptions tunes Create. The zero value creates an unsigned bundle
+// with the defaults.
+type CreateOptions struct {
+	// Signers sign the bundle; a bundle without signature cannot be
+	// verified, so give at least one.
+	Signers []*Signer
+
+	// TempDir holds the compressed layers while the bundle is built; ""
+	// means os.TempDir(). Put it on the output's filesystem for speed.
+	TempDir string
+
+	// Concurrency is the number of compression goroutines; zero means
+	// GOMAXPROCS, at most MaxConcurrency.
+	Concurrency int
+
+	// Level is the zstd encoder level; zero means DefaultCompressionLevel.
+	Level zstd.EncoderLevel
+
+	// Progress, when set, is called with the number of input bytes
+	// consumed, as they are consumed; the total is in the Total callback.
+	Progress func(n int64)
+
+	// Total, when set, is called once before compression starts with the
+	// total number of input bytes (raw images only; trees count as read).
+	Total func(n int64)
+}
+
+// Info describes a bundle that was written.
+type Info struct {
+	// Digest is the digest of the bundle manifest: the bundle's identity.
+	Digest string
+
+	// Config is the bundle config.
+	Config Config
+
+	// Signatures are the attached signatures.
+	Signatures []Signature
+
+	// Size is the number of bytes written.
+	Size int64
+}
+
+// Create builds a bundle from spec and writes it as a .rota file to w.
+// Images are streamed from disk: each is compressed to a temporary file in
+// one pass that also hashes it, then copied into the output, so memory use
+// does not grow with image size.
+func Create(ctx context.Context, w io.Writer, spec Spec, opts CreateOptions) (*Info, error) {
+	created := spec.Created
+	if created.IsZero() {
+		created = time.Now()
+	}
+	cfg := Config{
+		FormatVersion:   FormatVersion,
+		Compatible:      spec.Compatible,
+		Version:         spec.Version,
+		RollbackIndex:   spec.RollbackIndex,
+		Created:         created.UTC().Truncate(time.Second),
+		Description:     spec.Description,
+		MinAgentVersion: spec.MinAgentVersion,
+	}
+	for _, src := range spec.Images {
+		cfg.Images = append(cfg.Images, ImageInfo{Class: src.Class, SHA256: zeroSHA,
+			Filesystem: src.Filesystem})
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("create bundle: %w", err)
+	}
+	if opts.Total != nil {
+		opts.Total(rawInputSize(spec.Images))
+	}
+
+	layers := make([]*stagedLayer, 0, len(spec.Images))
+	defer func() {
+		for _, l := range layers {
+			l.remove()
+		}
+	}()
+	for i, src := range spec.Images {
+		l, err := stageImage(ctx, src, opts)
+		if err != nil {
+			return nil, fmt.Errorf("create bundle: image %s: %w", src.Class, err)
+		}
+		layers = append(layers, l)
+		cfg.Images[i] = l.info
+	}
+
+	m, err := newMetadata(cfg, layers)
+	if err != nil {
+		return nil, fmt.Errorf("create bundle: %w", err)
+	}
+	for _, s := range opts.Signers {
+		if err := m.addSignature(s, cfg.Created); err != nil {
+			return nil, fmt.Errorf("create bundle: %w", err)
+		}
+	}
+	cw := &countingWriter{w: w}
+	open := func(_ context.Context, i int, _ v1.Descriptor) (io.ReadCloser, error) {
+		if _, err := layers[i].f.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		return io.NopCloser(layers[i].f), nil
+	}
+	if err := writeLayout(ctx, cw, m, open, nil); err != nil {
+		return nil, fmt.Errorf("create bundle: %w", err)
+	}
+	return &Info{
+		Digest:     m.manifestDigest.String(),
+		Config:     m.config,
+		Signatures: m.signatures(),
+		Size:       cw.n,
+	}, nil
+}
+
+// zeroSHA stands in for an image digest while the config is validated
+// before images are hashed.
+const zeroSHA = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// newMetadata builds the manifest for cfg and staged layers.
+func newMetadata(cfg Config, layers []*stagedLayer) (*metadata, error) {
+	cfgRaw, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	man := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		ArtifactType:  ArtifactType,
+		Config: v1.Descriptor{
+			MediaType: ConfigMediaType,
+			Size:      int64(len(cfgRaw)),
+			Digest:    digestOf(cfgRaw),
+		},
+		Annotations: map[string]string{annotationCreated: cfg.Created.Format(time.RFC3339)},
+	}
+	seen := map[v1.Hash]string{}
+	for _, l := range layers {
+		if other, dup := seen[l.desc.Digest]; dup {
+			return nil, fmt.Errorf("images %s and %s have identical content", other, l.info.Class)
+		}
+		seen[l.desc.Digest] = l.info.Class
+		man.Layers = append(man.Layers, l.desc)
+	}
+	raw, err := json.Marshal(man)
+	if err != nil {
+		return nil, fmt.Errorf("encode manifest: %w", err)
+	}
+	return &metadata{
+		manifestRaw:    raw,
+		manifest:       man,
+		manifestDigest: digestOf(raw),
+		configRaw:      cfgRaw,
+		config:         cfg,
+		blobs:          map[v1.Hash][]byte{},
+	}, nil
+}
+
+// stagedLayer is a compressed image in a temporary file.
+type stagedLayer struct {
+	f    *os.File
+	desc v1.Descriptor
+	info ImageInfo
+}
+
+func (l *stagedLayer) remove() {
+	l.f.Close()
+	os.Remove(l.f.Name())
+}
+
+// stageImage compresses one image into a temporary file, hashing both the
+// input and the output on the way.
+func stageImage(ctx context.Context, src ImageSource, opts CreateOptions) (*stagedLayer, error) {
+	fi, err := os.Stat(src.Path)
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp(opts.TempDir, ".rota-layer-*")
+	if err != nil {
+		return nil, fmt.Errorf("create temporary layer: %w", err)
+	}
+	l := &stagedLayer{f: tmp}
+	ok := false
+	defer func() {
+		if !ok {
+			l.remove()
+		}
+	}()
+
+	var (
+		in        io.Reader
+		mediaType = RawImageMediaType
+		fs        = src.Filesystem
+	)
+	if fi.IsDir() {
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(writeTree(ctx, pw, src.Path)) }()
+		defer pr.Close()
+		in, mediaType, fs = pr, TreeImageMediaType, "tar"
+	} else {
+		f, err := os.Open(src.Path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if fs == "tar" {
+			return nil, fmt.Errorf("filesystem type tar is only for directories")
+		}
+		if fs == "" {
+			fs = detectFilesystem(f)
+		}
+		in = f
+	}
+	if opts.Progress != nil && !fi.IsDir() {
+		in = &progressReader{r: in, fn: opts.Progress}
+	}
+
+	uh := sha256.New()
+	ch := sha256.New()
+	cw := &countingWriter{w: io.MultiWriter(tmp, ch)}
+	n, err := compress(ctx, cw, io.TeeReader(in, uh), opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := tmp.Sync(); err != nil {
+		return nil, fmt.Errorf("sync temporary layer: %w", err)
+	}
+	l.info = ImageInfo{Class: src.Class, Size: n, SHA256: hexSum(uh), Filesystem: fs}
+	l.desc = v1.Descriptor{
+		MediaType:   types.MediaType(mediaType),
+		Size:        cw.n,
+		Digest:      v1.Hash{Algorithm: "sha256", Hex: hexSum(ch)},
+		Annotations: map[string]string{AnnotationClass: src.Class},
+	}
+	if err := l.info.validate(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return l, nil
+}
+
+// compress zstd-compresses r into w and returns the number of input bytes.
+func compress(ctx context.Context, w io.Writer, r io.Reader, opts CreateOptions) (int64, error) {
+	level := opts.Level
+	if level == 0 {
+		level = DefaultCompressionLevel
+	}
+	conc := opts.Concurrency
+	if conc <= 0 {
+		conc = min(runtime.GOMAXPROCS(0), MaxConcurrency)
+	}
+	enc, err := zstd.NewWriter(w,
+		zstd.WithEncoderLevel(level),
+		zstd.WithEncoderConcurrency(conc),
+		zstd.WithConcurrentBlocks(conc > 1),
+		zstd.WithWindowSize(DefaultWindowSize),
+	)
+	if err != nil {
+		return 0, fmt.Errorf("start zstd encoder: %w", err)
+	}
+	n, err := io.CopyBuffer(enc, &ctxReader{ctx: ctx, r: r}, make([]byte, copyBufferSize))
+	if err != nil {
+		enc.Close()
+		return n, fmt.Errorf("compress: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return n, fmt.Errorf("compress: %w", err)
+	}
+	return n, nil
+}
+
+func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
+
+func rawInputSize(images []ImageSource) int64 {
+	var total int64
+	for _, im := range images {
+		if fi, err := os.Stat(im.Path); err == nil && fi.Mode().IsRegular() {
+			total += fi.Size()
+		}
+	}
+	return total
+}
+
+// countingWriter counts what passes through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// progressReader reports each read's byte count.
+type progressReader struct {
+	r  io.Reader
+	fn func(int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.fn(int64(n))
+	}
+	return n, err
+}
+
+// ctxReader stops reading once its context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(b)
+}
+
+// detectFilesystem recognises a filesystem from its superblock magic. It
+// returns "" when it does not recognise one.
+func detectFilesystem(r io.ReaderAt) string {
+	buf := make([]byte, 64<<10+128)
+	n, err := r.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return ""
+	}
+	buf = buf[:n]
+	at := func(off int, magic string) bool {
+		return len(buf) >= off+len(magic) && string(buf[off:off+len(magic)]) == magic
+	}
+	switch {
+	case at(0x438, "\x53\xef"):
+		// ext2/3/4 superblock at 1024; feature flags tell them apart.
+		incompat := le32(buf[0x460:])
+		compat := le32(buf[0x45c:])
+		switch {
+		case incompat&0x2c0 != 0: // extents, 64bit, flex_bg
+			return "ext4"
+		case compat&0x4 != 0: // has_journal
+			return "ext3"
+		}
+		return "ext2"
+	case at(0, "hsqs"):
+		return "squashfs"
+	case at(1024, "\xe2\xe1\xf5\xe0"):
+		return "erofs"
+	case at(0x10040, "_BHRfS_M"):
+		return "btrfs"
+	case at(0, "XFSB"):
+		return "xfs"
+	case at(0x52, "FAT32   ") || at(0x36, "FAT16   ") || at(0x36, "FAT12   "):
+		return "vfat"
+	}
+	return ""
+}
+
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
