@@ -116,7 +116,8 @@ func (g *GRUB) State(ctx context.Context, bootname string) (BootState, error) {
 		return BootState{}, fmt.Errorf("state of %q in %s: %w", bootname, g.path, err)
 	}
 	if !slices.Contains(g.bootnames, bootname) {
-		return BootState{}, fmt.Errorf("state of %q in %s: %w", bootname, g.path, ErrUnknownBootname)
+		return BootState{}, fmt.Errorf("state of %q in %s: %w",
+			bootname, g.path, ErrUnknownBootname)
 	}
 
 	g.mu.Lock()

@@ -44,12 +44,27 @@ func TestNewGRUB(t *testing.T) {
 		wantPath  string
 		wantErr   string
 	}{
-		{name: "an empty path means the default", bootnames: []string{"A"}, wantPath: DefaultGrubEnvPath},
-		{name: "a path is kept", path: "/x/grubenv", bootnames: []string{"A", "b_2"}, wantPath: "/x/grubenv"},
+		{
+			name:      "an empty path means the default",
+			bootnames: []string{"A"}, wantPath: DefaultGrubEnvPath,
+		},
+		{
+			name: "a path is kept",
+			path: "/x/grubenv", bootnames: []string{"A", "b_2"}, wantPath: "/x/grubenv",
+		},
 		{name: "no bootnames are refused", path: "/x", wantErr: "no bootnames"},
-		{name: "a bootname with '-' is refused", bootnames: []string{"rootfs-a"}, wantErr: `"rootfs-a"`},
-		{name: "a bootname starting with a digit is refused", bootnames: []string{"1"}, wantErr: `"1"`},
-		{name: "a bootname given twice is refused", bootnames: []string{"A", "A"}, wantErr: "twice"},
+		{
+			name:      "a bootname with '-' is refused",
+			bootnames: []string{"rootfs-a"}, wantErr: `"rootfs-a"`,
+		},
+		{
+			name:      "a bootname starting with a digit is refused",
+			bootnames: []string{"1"}, wantErr: `"1"`,
+		},
+		{
+			name:      "a bootname given twice is refused",
+			bootnames: []string{"A", "A"}, wantErr: "twice",
+		},
 		{
 			name:      "a bootname too long for the block is refused",
 			bootnames: []string{strings.Repeat("a", 33)}, wantErr: "1 to 32",
@@ -77,15 +92,19 @@ func TestGRUB_StateAndPrimary(t *testing.T) {
 		wantPrimary string
 	}{
 		{
-			name:        "two confirmed slots: the first in ORDER is primary",
-			vars:        grubVars{{"ORDER", "B A"}, {"A_OK", "1"}, {"A_TRY", "0"}, {"B_OK", "1"}, {"B_TRY", "0"}},
+			name: "two confirmed slots: the first in ORDER is primary",
+			vars: grubVars{
+				{"ORDER", "B A"}, {"A_OK", "1"}, {"A_TRY", "0"}, {"B_OK", "1"}, {"B_TRY", "0"},
+			},
 			wantA:       BootState{Good: true, AttemptsLeft: -1},
 			wantB:       BootState{Good: true, AttemptsLeft: -1},
 			wantPrimary: "B",
 		},
 		{
-			name:        "a slot on trial has one try",
-			vars:        grubVars{{"ORDER", "B A"}, {"A_OK", "1"}, {"B_OK", "1"}, {"ROTA_B_TRIAL", "1"}},
+			name: "a slot on trial has one try",
+			vars: grubVars{
+				{"ORDER", "B A"}, {"A_OK", "1"}, {"B_OK", "1"}, {"ROTA_B_TRIAL", "1"},
+			},
 			wantA:       BootState{Good: true, AttemptsLeft: -1},
 			wantB:       BootState{AttemptsLeft: 1},
 			wantPrimary: "B",
@@ -112,8 +131,10 @@ func TestGRUB_StateAndPrimary(t *testing.T) {
 			wantPrimary: "A",
 		},
 		{
-			name:        "when every OK slot was tried the fallback picks the first",
-			vars:        grubVars{{"ORDER", "B A"}, {"A_OK", "1"}, {"A_TRY", "1"}, {"B_OK", "1"}, {"B_TRY", "1"}},
+			name: "when every OK slot was tried the fallback picks the first",
+			vars: grubVars{
+				{"ORDER", "B A"}, {"A_OK", "1"}, {"A_TRY", "1"}, {"B_OK", "1"}, {"B_TRY", "1"},
+			},
 			wantA:       BootState{Bad: true},
 			wantB:       BootState{Bad: true},
 			wantPrimary: "B",
@@ -307,7 +328,8 @@ func TestGRUB_SimulateBoot(t *testing.T) {
 		{
 			name: "unconfirmed boots of the only good slot never brick",
 			steps: []step{
-				{mark: "A good"}, {mark: "B bad"}, {wantBoot: "A"}, {wantBoot: "A"}, {wantBoot: "A"},
+				{mark: "A good"}, {mark: "B bad"},
+				{wantBoot: "A"}, {wantBoot: "A"}, {wantBoot: "A"},
 			},
 		},
 		{
@@ -361,7 +383,8 @@ func TestGRUB_InteropGrubEditenv(t *testing.T) {
 
 	out, err := grubEditenv(t, path, "list")
 	require.NoError(t, err)
-	assert.Equal(t, "saved_entry=0\nORDER=B A\nA_OK=1\nA_TRY=0\nB_OK=1\nB_TRY=1\nROTA_B_TRIAL=1\n", out)
+	assert.Equal(t, "saved_entry=0\nORDER=B A\nA_OK=1\nA_TRY=0\n"+
+		"B_OK=1\nB_TRY=1\nROTA_B_TRIAL=1\n", out)
 
 	// What an admin sets by hand is read back the same way.
 	_, err = grubEditenv(t, path, "set", "B_TRY=0", "A_OK=0")

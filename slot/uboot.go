@@ -10,8 +10,7 @@ import (
 )
 
 // DefaultUBootAttempts is the number of boot tries UBoot gives a slot marked
-// good, and a slot marked active without Mark.Attempts, when
-// UBootOptions.Attempts is zero.
+// good or active without Mark.Attempts, when UBootOptions.Attempts is zero.
 const DefaultUBootAttempts = 3
 
 // maxUBootAttempts bounds tries to one decimal digit. The boot script
@@ -44,9 +43,9 @@ type UBootOptions struct {
 	// letters, digits and underscores, not starting with a digit.
 	Bootnames []string
 
-	// Attempts is the number of boot tries a slot gets when marked good,
-	// and when marked active with Mark.Attempts zero: 1 to 9;
-	// DefaultUBootAttempts when zero.
+	// Attempts is the number of boot tries a slot gets when marked good or
+	// active with Mark.Attempts zero: 1 to 9; DefaultUBootAttempts when
+	// zero.
 	Attempts int
 }
 
@@ -68,8 +67,8 @@ type UBootOptions struct {
 //   - MarkActive: the slot moves to the front of BOOT_ORDER, _LEFT becomes
 //     Mark.Attempts (the configured Attempts when zero) and
 //     ROTA_<bootname>_TRIAL=1;
-//   - MarkGood: _LEFT becomes the configured Attempts, the trial variable
-//     is removed;
+//   - MarkGood: _LEFT becomes Mark.Attempts (the configured Attempts when
+//     zero), the trial variable is removed;
 //   - MarkBad: _LEFT becomes 0, the trial variable is removed.
 //
 // MarkGood and MarkBad keep BOOT_ORDER, appending the slot when missing.
@@ -200,16 +199,16 @@ func (u *UBoot) Mark(ctx context.Context, bootname string, m Mark) error {
 
 // apply changes env's variables for a mark of bootname.
 func (u *UBoot) apply(env *UBootEnv, bootname string, m Mark) error {
+	if m.Attempts < 0 || m.Attempts > maxUBootAttempts {
+		return fmt.Errorf("attempts %d outside 0..%d", m.Attempts, maxUBootAttempts)
+	}
 	order := ubootOrder(env)
 	left, trial := u.attempts, false
+	if m.Attempts > 0 {
+		left = m.Attempts
+	}
 	switch m.Kind {
 	case MarkActive:
-		if m.Attempts < 0 || m.Attempts > maxUBootAttempts {
-			return fmt.Errorf("attempts %d outside 0..%d", m.Attempts, maxUBootAttempts)
-		}
-		if m.Attempts > 0 {
-			left = m.Attempts
-		}
 		trial = true
 		order = slices.DeleteFunc(order, func(n string) bool { return n == bootname })
 		order = append([]string{bootname}, order...)

@@ -48,9 +48,11 @@ func TestNewUBoot(t *testing.T) {
 		wantErr string
 	}{
 		{
-			name:    "the environment comes from fw_env.config",
-			opts:    UBootOptions{FWEnvConfig: cfgPath, Bootnames: []string{"A", "B"}},
-			wantEnv: UBootEnvConfig{Copies: []UBootEnvLocation{{Device: "/dev/mmcblk0", Offset: 0x3f8000, Size: 0x4000}}},
+			name: "the environment comes from fw_env.config",
+			opts: UBootOptions{FWEnvConfig: cfgPath, Bootnames: []string{"A", "B"}},
+			wantEnv: UBootEnvConfig{Copies: []UBootEnvLocation{
+				{Device: "/dev/mmcblk0", Offset: 0x3f8000, Size: 0x4000},
+			}},
 		},
 		{
 			name:    "an explicit environment wins over the file",
@@ -58,8 +60,10 @@ func TestNewUBoot(t *testing.T) {
 			wantEnv: explicit,
 		},
 		{
-			name:    "a missing config file is an error",
-			opts:    UBootOptions{FWEnvConfig: filepath.Join(dir, "missing"), Bootnames: []string{"A"}},
+			name: "a missing config file is an error",
+			opts: UBootOptions{
+				FWEnvConfig: filepath.Join(dir, "missing"), Bootnames: []string{"A"},
+			},
 			wantErr: "missing",
 		},
 		{
@@ -75,7 +79,8 @@ func TestNewUBoot(t *testing.T) {
 		{
 			name: "an invalid explicit environment is refused",
 			opts: UBootOptions{
-				Env: UBootEnvConfig{Copies: []UBootEnvLocation{{Device: "/x", Size: 1}}}, Bootnames: []string{"A"},
+				Env:       UBootEnvConfig{Copies: []UBootEnvLocation{{Device: "/x", Size: 1}}},
+				Bootnames: []string{"A"},
 			},
 			wantErr: "outside",
 		},
@@ -102,8 +107,10 @@ func TestUBoot_StateAndPrimary(t *testing.T) {
 		wantPrimary string
 	}{
 		{
-			name:        "two good slots: the first in BOOT_ORDER is primary",
-			vars:        map[string]string{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "1"},
+			name: "two good slots: the first in BOOT_ORDER is primary",
+			vars: map[string]string{
+				"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "1",
+			},
 			wantA:       BootState{Good: true, AttemptsLeft: -1},
 			wantB:       BootState{Good: true, AttemptsLeft: -1},
 			wantPrimary: "B",
@@ -118,20 +125,26 @@ func TestUBoot_StateAndPrimary(t *testing.T) {
 			wantPrimary: "B",
 		},
 		{
-			name:        "a slot without tries is skipped and bad",
-			vars:        map[string]string{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"},
+			name: "a slot without tries is skipped and bad",
+			vars: map[string]string{
+				"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0",
+			},
 			wantA:       BootState{Good: true, AttemptsLeft: -1},
 			wantB:       BootState{Bad: true},
 			wantPrimary: "A",
 		},
 		{
-			name:  "tries that are not a decimal number count as none",
-			vars:  map[string]string{"BOOT_ORDER": "A B", "BOOT_A_LEFT": "x", "BOOT_B_LEFT": "-1"},
+			name: "tries that are not a decimal number count as none",
+			vars: map[string]string{
+				"BOOT_ORDER": "A B", "BOOT_A_LEFT": "x", "BOOT_B_LEFT": "-1",
+			},
 			wantA: BootState{Bad: true}, wantB: BootState{Bad: true},
 		},
 		{
-			name:        "a slot missing from BOOT_ORDER is bad",
-			vars:        map[string]string{"BOOT_ORDER": "A", "BOOT_A_LEFT": "1", "BOOT_B_LEFT": "3"},
+			name: "a slot missing from BOOT_ORDER is bad",
+			vars: map[string]string{
+				"BOOT_ORDER": "A", "BOOT_A_LEFT": "1", "BOOT_B_LEFT": "3",
+			},
 			wantA:       BootState{Good: true, AttemptsLeft: -1},
 			wantB:       BootState{Bad: true},
 			wantPrimary: "A",
@@ -155,13 +168,16 @@ func TestUBoot_StateAndPrimary(t *testing.T) {
 				require.NoError(t, err)
 				assert.Equal(t, want, got, name)
 			}
-			assert.Equal(t, before, [][]byte{f.copyBytes(t, 0), f.copyBytes(t, 1)}, "reading never writes")
+			after := [][]byte{f.copyBytes(t, 0), f.copyBytes(t, 1)}
+			assert.Equal(t, before, after, "reading never writes")
 		})
 	}
 }
 
 func TestUBoot_Mark(t *testing.T) {
-	start := map[string]string{"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0", "bootcmd": "run x"}
+	start := map[string]string{
+		"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0", "bootcmd": "run x",
+	}
 	tests := []struct {
 		name     string
 		bootname string
@@ -192,6 +208,14 @@ func TestUBoot_Mark(t *testing.T) {
 			mark: Mark{Kind: MarkGood},
 			want: map[string]string{
 				"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3", "bootcmd": "run x",
+			},
+			state: BootState{Good: true, AttemptsLeft: -1},
+		},
+		{
+			name: "good with attempts gives that many tries back", bootname: "A",
+			mark: Mark{Kind: MarkGood, Attempts: 5},
+			want: map[string]string{
+				"BOOT_ORDER": "A B", "BOOT_A_LEFT": "5", "BOOT_B_LEFT": "0", "bootcmd": "run x",
 			},
 			state: BootState{Good: true, AttemptsLeft: -1},
 		},
@@ -316,7 +340,8 @@ func TestUBoot_SimulateBoot(t *testing.T) {
 				for i, s := range tt.steps {
 					if s.mark != "" {
 						name, kind, _ := strings.Cut(s.mark, " ")
-						require.NoError(t, u.Mark(ctx, name, Mark{Kind: markKinds[kind]}), "step %d", i)
+						mark := Mark{Kind: markKinds[kind]}
+						require.NoError(t, u.Mark(ctx, name, mark), "step %d", i)
 						continue
 					}
 					primary, err := u.Primary(ctx)

@@ -491,7 +491,8 @@ func currentUBootCopy(copies []ubootCopy) int {
 // ubootCorruptError describes why no copy is usable.
 func ubootCorruptError(cfg UBootEnvConfig, copies []ubootCopy) error {
 	if len(copies) == 1 {
-		return fmt.Errorf("read u-boot environment %s: %w", locationString(cfg.Copies[0]), copies[0].err)
+		return fmt.Errorf("read u-boot environment %s: %w",
+			locationString(cfg.Copies[0]), copies[0].err)
 	}
 	return fmt.Errorf("read u-boot environment: both copies are unusable: %s: %w; %s: %w",
 		locationString(cfg.Copies[0]), copies[0].err, locationString(cfg.Copies[1]), copies[1].err)

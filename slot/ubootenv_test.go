@@ -59,7 +59,10 @@ func TestParseFWEnvConfig(t *testing.T) {
 			name: "two lines are the redundant layout, sectors optional",
 			text: "/dev/mmcblk0\t0x3f8000\t0x4000 0x200 0x20\n\n  /dev/mmcblk0 0x3fc000 0x4000\n",
 			want: []UBootEnvLocation{
-				{Device: "/dev/mmcblk0", Offset: 0x3f8000, Size: 0x4000, SectorSize: 0x200, Sectors: 0x20},
+				{
+					Device: "/dev/mmcblk0", Offset: 0x3f8000, Size: 0x4000,
+					SectorSize: 0x200, Sectors: 0x20,
+				},
 				{Device: "/dev/mmcblk0", Offset: 0x3fc000, Size: 0x4000},
 			},
 		},
@@ -75,20 +78,33 @@ func TestParseFWEnvConfig(t *testing.T) {
 			name: "trailing comments and extra fields are ignored",
 			text: "/f 0 0x400 # env\n/g 0 0x400 0x400 1 extra\n",
 			want: []UBootEnvLocation{
-				{Device: "/f", Size: 0x400}, {Device: "/g", Size: 0x400, SectorSize: 0x400, Sectors: 1},
+				{Device: "/f", Size: 0x400},
+				{Device: "/g", Size: 0x400, SectorSize: 0x400, Sectors: 1},
 			},
 		},
 		{name: "an empty file has no copies", text: "# nothing\n", wantErr: "0 copies"},
-		{name: "three copies are refused", text: "/a 0 400\n/b 0 400\n/c 0 400\n", wantErr: "line 3"},
-		{name: "a missing size is refused", text: "/a 0\n", wantErr: "want device, offset and size"},
+		{
+			name: "three copies are refused",
+			text: "/a 0 400\n/b 0 400\n/c 0 400\n", wantErr: "line 3",
+		},
+		{
+			name: "a missing size is refused",
+			text: "/a 0\n", wantErr: "want device, offset and size",
+		},
 		{name: "a negative offset is refused", text: "/a -0x400 400\n", wantErr: `offset "-0x400"`},
 		{name: "a bad octal offset is refused", text: "/a 08 400\n", wantErr: `offset "08"`},
 		{name: "a bad size is refused", text: "/a 0 0xzz\n", wantErr: `size "0xzz"`},
 		{name: "a huge size is refused", text: "/a 0 0x10000000\n", wantErr: "outside"},
 		{name: "a tiny size is refused", text: "/a 0 4\n", wantErr: "outside"},
 		{name: "an overflowing size is refused", text: "/a 0 fffffffffffffffff\n", wantErr: "size"},
-		{name: "copies of different sizes are refused", text: "/a 0 400\n/b 0 800\n", wantErr: "differ"},
-		{name: "overlapping copies are refused", text: "/a 0 400\n/a 0x200 400\n", wantErr: "overlap"},
+		{
+			name: "copies of different sizes are refused",
+			text: "/a 0 400\n/b 0 800\n", wantErr: "differ",
+		},
+		{
+			name: "overlapping copies are refused",
+			text: "/a 0 400\n/a 0x200 400\n", wantErr: "overlap",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,9 +171,18 @@ func TestParseUBootEnvImage(t *testing.T) {
 			name: "the flags byte is not part of the crc but the layout matters", redundant: true,
 			img: ubootImage(false, 0, "a=1\x00\x00"), wantErr: "crc",
 		},
-		{name: "an entry without '=' is corrupt", img: ubootImage(false, 0, "a=1\x00b\x00\x00"), wantErr: "no '='"},
-		{name: "an empty name is corrupt", img: ubootImage(false, 0, "=1\x00\x00"), wantErr: "empty name"},
-		{name: "a name set twice is corrupt", img: ubootImage(false, 0, "a=1\x00a=2\x00\x00"), wantErr: "twice"},
+		{
+			name: "an entry without '=' is corrupt",
+			img:  ubootImage(false, 0, "a=1\x00b\x00\x00"), wantErr: "no '='",
+		},
+		{
+			name: "an empty name is corrupt",
+			img:  ubootImage(false, 0, "=1\x00\x00"), wantErr: "empty name",
+		},
+		{
+			name: "a name set twice is corrupt",
+			img:  ubootImage(false, 0, "a=1\x00a=2\x00\x00"), wantErr: "twice",
+		},
 		{
 			name:    "data without terminator is corrupt",
 			img:     ubootImage(false, 0, "v="+strings.Repeat("x", ubootTestSize-6)),
@@ -228,7 +253,9 @@ func newUBootFixture(t *testing.T, layout string) ubootFixture {
 	case "single":
 		locs = []UBootEnvLocation{{Device: filepath.Join(dir, "env"), Size: ubootTestSize}}
 	case "single region":
-		locs = []UBootEnvLocation{{Device: filepath.Join(dir, "disk"), Offset: 0x1000, Size: ubootTestSize}}
+		locs = []UBootEnvLocation{
+			{Device: filepath.Join(dir, "disk"), Offset: 0x1000, Size: ubootTestSize},
+		}
 	case "two files":
 		locs = []UBootEnvLocation{
 			{Device: filepath.Join(dir, "env1"), Size: ubootTestSize},
@@ -314,7 +341,10 @@ func TestReadUBootEnv_CopySelection(t *testing.T) {
 		{name: "254 is newer than 0", flags1: 254, flags2: 0, want: "one"},
 		{name: "equal counters pick the first copy", flags1: 5, flags2: 5, want: "one"},
 		{name: "a bad crc loses to an older copy", flags1: 1, flags2: 2, corr2: true, want: "one"},
-		{name: "a bad first copy leaves the second", flags1: 3, flags2: 2, corrupt1: true, want: "two"},
+		{
+			name:   "a bad first copy leaves the second",
+			flags1: 3, flags2: 2, corrupt1: true, want: "two",
+		},
 		{
 			name: "two bad copies are corrupt", flags1: 1, flags2: 2, corrupt1: true, corr2: true,
 			wantErrSubstring: "both copies are unusable",

@@ -531,3 +531,31 @@ func alignedBuffer(n int) []byte {
 	}
 	return raw[off : off+n : off+n]
 }
+
+// Capacity returns how many bytes slot s can take, or -1 when it has no
+// limit (a regular-file slot without a configured size). Installers call
+// it for every image of a bundle before writing any, so that an image too
+// large for its slot is refused before a slot is touched.
+func (sys *System) Capacity(s *Slot) (int64, error) {
+	if err := sys.check(s); err != nil {
+		return 0, fmt.Errorf("capacity of slot %s: %w", s.Name(), err)
+	}
+	path, fi, err := sys.slotDevice(s)
+	if err != nil {
+		return 0, fmt.Errorf("capacity of slot %s: %w", s.name, err)
+	}
+	block := fi.Mode()&os.ModeDevice != 0
+	if !block {
+		return slotCapacity(nil, s, false)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("capacity of slot %s: %w", s.name, err)
+	}
+	defer f.Close()
+	n, err := slotCapacity(f, s, true)
+	if err != nil {
+		return 0, fmt.Errorf("capacity of slot %s: %w", s.name, err)
+	}
+	return n, nil
+}

@@ -76,3 +76,13 @@ func (w progressWriter) Write(b []byte) (int, error) {
 	w.p.Add(int64(len(b)))
 	return len(b), nil
 }
+
+// SetTo sets the bytes done.
+func (p *progress) SetTo(n int64) {
+	if p.bar == nil {
+		return
+	}
+	p.mu.Lock()
+	p.bar.Set64(n)
+	p.mu.Unlock()
+}
