@@ -11,7 +11,10 @@ PKGS      := ./...
 FUZZ_TARGETS := \
 	./bundle:FuzzOpen \
 	./bundle:FuzzVerify \
-	./bundle:FuzzConfig
+	./bundle:FuzzConfig \
+	./slot:FuzzGrubEnv \
+	./slot:FuzzUBootEnv \
+	./slot:FuzzParseEFIVariable
 
 .PHONY: all build test deps vet unit fuzz-short fuzz bench demo clean
 

@@ -10,7 +10,6 @@ import (
 	"hash"
 	"io"
 	"os"
-	"runtime"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -24,9 +23,8 @@ const (
 	// CreateOptions.Level is zero: comparable to the zstd tool's -3.
 	DefaultCompressionLevel = zstd.SpeedDefault
 
-	// DefaultWindowSize is the zstd window Create uses. Parallel
-	// compression splits the input into jobs of four windows, so this also
-	// bounds memory: about concurrency x 5 windows.
+	// DefaultWindowSize is the zstd window Create uses, the window of the
+	// zstd tool's -3.
 	DefaultWindowSize = 2 << 20
 
 	// MaxConcurrency caps the compression goroutines Create starts when
@@ -178,7 +176,7 @@ func Create(ctx context.Context, w io.Writer, spec Spec, opts CreateOptions) (*I
 		}
 		return io.NopCloser(layers[i].f), nil
 	}
-	if err := writeLayout(ctx, cw, m, open, nil); err != nil {
+	if err := writeLayoutOpts(ctx, cw, m, open, nil, false); err != nil {
 		return nil, fmt.Errorf("create bundle: %w", err)
 	}
 	return &Info{
@@ -294,12 +292,9 @@ func stageImage(ctx context.Context, src ImageSource, opts CreateOptions) (*stag
 	uh := sha256.New()
 	ch := sha256.New()
 	cw := &countingWriter{w: io.MultiWriter(tmp, ch)}
-	n, err := compress(ctx, cw, io.TeeReader(in, uh), opts)
+	n, err := compress(ctx, cw, in, uh, opts)
 	if err != nil {
 		return nil, err
-	}
-	if err := tmp.Sync(); err != nil {
-		return nil, fmt.Errorf("sync temporary layer: %w", err)
 	}
 	l.info = ImageInfo{Class: src.Class, Size: n, SHA256: hexSum(uh), Filesystem: fs}
 	l.desc = v1.Descriptor{
@@ -313,36 +308,6 @@ func stageImage(ctx context.Context, src ImageSource, opts CreateOptions) (*stag
 	}
 	ok = true
 	return l, nil
-}
-
-// compress zstd-compresses r into w and returns the number of input bytes.
-func compress(ctx context.Context, w io.Writer, r io.Reader, opts CreateOptions) (int64, error) {
-	level := opts.Level
-	if level == 0 {
-		level = DefaultCompressionLevel
-	}
-	conc := opts.Concurrency
-	if conc <= 0 {
-		conc = min(runtime.GOMAXPROCS(0), MaxConcurrency)
-	}
-	enc, err := zstd.NewWriter(w,
-		zstd.WithEncoderLevel(level),
-		zstd.WithEncoderConcurrency(conc),
-		zstd.WithConcurrentBlocks(conc > 1),
-		zstd.WithWindowSize(DefaultWindowSize),
-	)
-	if err != nil {
-		return 0, fmt.Errorf("start zstd encoder: %w", err)
-	}
-	n, err := io.CopyBuffer(enc, &ctxReader{ctx: ctx, r: r}, make([]byte, copyBufferSize))
-	if err != nil {
-		enc.Close()
-		return n, fmt.Errorf("compress: %w", err)
-	}
-	if err := enc.Close(); err != nil {
-		return n, fmt.Errorf("compress: %w", err)
-	}
-	return n, nil
 }
 
 func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }

@@ -127,8 +127,8 @@ func ReadFWEnvConfig(path string) (UBootEnvConfig, error) {
 // ParseFWEnvConfig parses the text of an fw_env.config file as
 // fw_printenv does. Each non-blank line not starting with '#' describes one
 // copy: device, offset, environment size, and optionally sector size and
-// sector count, separated by blanks; a field starting with '#' ends the
-// line and further fields are ignored. The offset is read like a C integer
+// sector count, separated by blanks. A field starting with '#' ends the
+// line; fields after the fifth are ignored. The offset is read like a C integer
 // (0x for hexadecimal, a leading 0 for octal, else decimal); the sizes are
 // always hexadecimal, with or without 0x, so "1000" means 4096 bytes. One
 // line gives the single layout, two the redundant one.
