@@ -107,21 +107,31 @@ func Install(ctx context.Context, sys *slot.System, b *bundle.Bundle,
 	cfg := b.Config()
 	info := slot.BundleInfo{Version: cfg.Version, Digest: b.Digest(),
 		Compatible: cfg.Compatible, RollbackIndex: cfg.RollbackIndex}
-	for _, t := range targets {
-		if err := sys.BeginInstall(ctx, t.slot, info); err != nil {
-			return nil, fmt.Errorf("install bundle %s: %w", b.Digest(), err)
-		}
-	}
-	log.Info("installing bundle", "digest", b.Digest(), "version", cfg.Version)
-
+	// fail records err on every target whose install began and was not
+	// committed; those slots stay marked bad.
+	begun := 0
 	res := &InstallResult{Digest: b.Digest(), Version: cfg.Version, Slots: map[string]string{}}
-	if err := writeAll(ctx, sys, b, targets, opts, res); err != nil {
-		for _, t := range targets {
+	fail := func(err error) error {
+		for _, t := range targets[:begun] {
+			if _, done := res.Slots[t.image.Class]; done {
+				continue
+			}
 			if ferr := sys.FailInstall(ctx, t.slot, err); ferr != nil {
 				log.Warn("record failed install", "slot", t.slot.Name(), "err", ferr)
 			}
 		}
-		return nil, fmt.Errorf("install bundle %s: %w", b.Digest(), err)
+		return fmt.Errorf("install bundle %s: %w", b.Digest(), err)
+	}
+	for _, t := range targets {
+		if err := sys.BeginInstall(ctx, t.slot, info); err != nil {
+			return nil, fail(err)
+		}
+		begun++
+	}
+	log.Info("installing bundle", "digest", b.Digest(), "version", cfg.Version)
+
+	if err := writeAll(ctx, sys, b, targets, opts, res); err != nil {
+		return nil, fail(err)
 	}
 	if opts.NoActivate {
 		return res, nil

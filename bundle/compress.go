@@ -23,7 +23,7 @@ const DefaultChunkSize = 4 << 20
 // returns the number of input bytes. Memory is bounded by about
 // 2 x (conc + 2) chunks.
 func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
-	opts CreateOptions) (int64, error) {
+	opts CreateOptions) (int64, []int64, error) {
 	level := opts.Level
 	if level == 0 {
 		level = DefaultCompressionLevel
@@ -44,7 +44,7 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
 			zstd.WithEncoderCRC(false),
 		)
 		if err != nil {
-			return 0, fmt.Errorf("start zstd encoder: %w", err)
+			return 0, nil, fmt.Errorf("start zstd encoder: %w", err)
 		}
 		encs[i] = enc
 	}
@@ -132,7 +132,10 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
 		}
 	}()
 
-	var writeErr error
+	var (
+		writeErr error
+		frames   []int64
+	)
 	for j := range order {
 		<-j.done
 		<-j.hashed
@@ -145,6 +148,7 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
 				writeErr = err
 				cancel()
 			}
+			frames = append(frames, int64(j.out.Len()))
 		}
 		pool.Put(j.in[:cap(j.in)])
 		outPool.Put(j.out)
@@ -152,9 +156,9 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
 	wg.Wait()
 	switch {
 	case readErr != nil:
-		return total, fmt.Errorf("compress: %w", readErr)
+		return total, nil, fmt.Errorf("compress: %w", readErr)
 	case writeErr != nil:
-		return total, fmt.Errorf("compress: %w", writeErr)
+		return total, nil, fmt.Errorf("compress: %w", writeErr)
 	}
-	return total, nil
+	return total, frames, nil
 }

@@ -292,11 +292,14 @@ func stageImage(ctx context.Context, src ImageSource, opts CreateOptions) (*stag
 	uh := sha256.New()
 	ch := sha256.New()
 	cw := &countingWriter{w: io.MultiWriter(tmp, ch)}
-	n, err := compress(ctx, cw, in, uh, opts)
+	n, frames, err := compress(ctx, cw, in, uh, opts)
 	if err != nil {
 		return nil, err
 	}
 	l.info = ImageInfo{Class: src.Class, Size: n, SHA256: hexSum(uh), Filesystem: fs}
+	if n > 0 {
+		l.info.ChunkSize, l.info.Frames = DefaultChunkSize, frames
+	}
 	l.desc = v1.Descriptor{
 		MediaType:   types.MediaType(mediaType),
 		Size:        cw.n,

@@ -121,7 +121,28 @@ type ImageInfo struct {
 	// Filesystem is the filesystem type of a raw image (ext4, squashfs,
 	// vfat, ...) or "tar" for a file tree; empty when unknown.
 	Filesystem string `json:"filesystem,omitempty"`
+
+	// ChunkSize, when not zero, says the layer is a series of independent
+	// zstd frames, each decompressing to ChunkSize bytes but the last.
+	// Zero means the layer's framing is unknown.
+	ChunkSize int64 `json:"chunkSize,omitempty"`
+
+	// Frames lists the compressed size of each frame when ChunkSize is
+	// set. The table lets readers decompress frames in parallel and resume
+	// an interrupted download at a frame boundary.
+	Frames []int64 `json:"frames,omitempty"`
 }
+
+// Limits on frame tables.
+const (
+	// MaxChunkSize caps ImageInfo.ChunkSize, and so what one frame may
+	// decompress to.
+	MaxChunkSize = 16 << 20
+
+	// maxFrameOverhead is how much larger than its chunk a frame may be:
+	// zstd stores incompressible data with a few bytes per block.
+	maxFrameOverhead = 64 << 10
+)
 
 var (
 	classRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
@@ -257,7 +278,36 @@ func (im *ImageInfo) validate() error {
 	if im.Filesystem != "" && !fstypeRE.MatchString(im.Filesystem) {
 		return fmt.Errorf("class %s: filesystem %q is not a filesystem type", im.Class, im.Filesystem)
 	}
+	return im.validateFrames()
+}
+
+// validateFrames checks the frame table against the image size.
+func (im *ImageInfo) validateFrames() error {
+	if im.ChunkSize == 0 {
+		if len(im.Frames) != 0 {
+			return fmt.Errorf("class %s: frames without a chunk size", im.Class)
+		}
+		return nil
+	}
+	if im.ChunkSize < 0 || im.ChunkSize > MaxChunkSize {
+		return fmt.Errorf("class %s: chunk size %d out of range (at most %d)",
+			im.Class, im.ChunkSize, MaxChunkSize)
+	}
+	if want := (im.Size + im.ChunkSize - 1) / im.ChunkSize; int64(len(im.Frames)) != want {
+		return fmt.Errorf("class %s: %d frames for %d bytes in chunks of %d (want %d)",
+			im.Class, len(im.Frames), im.Size, im.ChunkSize, want)
+	}
+	for i, f := range im.Frames {
+		if f <= 0 || f > im.ChunkSize+maxFrameOverhead {
+			return fmt.Errorf("class %s: frame %d has %d compressed bytes", im.Class, i, f)
+		}
+	}
 	return nil
+}
+
+// frameLen returns what frame k decompresses to.
+func (im *ImageInfo) frameLen(k int) int64 {
+	return min(im.ChunkSize, im.Size-int64(k)*im.ChunkSize)
 }
 
 // Image returns the image of the given class, or nil.

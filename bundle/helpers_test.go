@@ -3,6 +3,8 @@ package bundle
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"hash"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -70,4 +72,10 @@ func buildBundle(t testing.TB, s *Signer, images ...ImageSource) []byte {
 	}, CreateOptions{Signers: signers, TempDir: t.TempDir()})
 	require.NoError(t, err)
 	return buf.Bytes()
+}
+
+func newSHA256Of(b []byte) hash.Hash {
+	h := sha256.New()
+	h.Write(b)
+	return h
 }

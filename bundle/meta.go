@@ -218,6 +218,16 @@ func parseConfig(raw []byte, m *v1.Manifest) (Config, error) {
 			return c, fmt.Errorf("%w: layer %d is annotated class %q but config image %d is %q",
 				ErrInvalidBundle, i, cl, i, im.Class)
 		}
+		if im.ChunkSize != 0 {
+			var sum int64
+			for _, f := range im.Frames {
+				sum += f
+			}
+			if sum != l.Size {
+				return c, fmt.Errorf("%w: image %s: frames add up to %d bytes, the layer has %d",
+					ErrInvalidBundle, im.Class, sum, l.Size)
+			}
+		}
 		if (l.MediaType == TreeImageMediaType) != (im.Filesystem == "tar") {
 			return c, fmt.Errorf("%w: image %s: media type %s does not match filesystem %q",
 				ErrInvalidBundle, im.Class, l.MediaType, im.Filesystem)

@@ -4,17 +4,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"os"
 	"strings"
-	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/klauspost/compress/zstd"
 )
 
 // Decoder limits for slot images.
@@ -46,6 +43,10 @@ type layerSource interface {
 
 	// finish checks what follows the last layer and releases resources.
 	finish() error
+
+	// offset returns the stream offset of the data of the layer last
+	// returned by layer, or -1 when the source is not a stream.
+	offset() int64
 
 	Close() error
 }
@@ -84,7 +85,7 @@ func OpenReader(r io.Reader, opts Options) (*Bundle, error) {
 }
 
 func openStream(r io.Reader, c io.Closer, opts Options) (*Bundle, error) {
-	ts := &tarSource{tr: tar.NewReader(r), closer: c}
+	ts := newTarSource(r, c, 0)
 	m, err := ts.readMetadata()
 	if err != nil {
 		return nil, err
@@ -156,7 +157,8 @@ func (b *Bundle) NextImage(ctx context.Context) (*ImageReader, error) {
 		return nil, fmt.Errorf("read image %s of bundle %s: %w",
 			b.meta.config.Images[i].Class, b.Digest(), err)
 	}
-	ir, err := newImageReader(rc, d, b.meta.config.Images[i], b.progress)
+	ir, err := newImageReader(rc, d, b.meta.config.Images[i],
+		imageStart{index: i, fileOffset: b.src.offset()}, b.progress)
 	if err != nil {
 		rc.Close()
 		return nil, err
@@ -193,242 +195,6 @@ func (b *Bundle) Close() error {
 	return b.src.Close()
 }
 
-// ImageReader streams one slot image, decompressed. It checks the
-// compressed digest and size of the layer and the uncompressed sha256 and
-// size of the image; Read returns io.EOF only when all four matched and an
-// error wrapping ErrDigestMismatch or ErrTruncated otherwise. It never
-// yields more bytes than the declared size.
-//
-// Decompression and hashing run in two goroutines ahead of the caller, a
-// few chunks at most, so reading an image keeps two cores busy.
-type ImageReader struct {
-	// Info describes the image.
-	Info ImageInfo
-
-	// Layer is the compressed layer's descriptor.
-	Layer v1.Descriptor
-
-	src  io.ReadCloser
-	out  chan chunk // hashed chunks, in order
-	done chan struct{}
-	wg   sync.WaitGroup
-
-	cur  chunk // chunk being handed out
-	off  int   // read offset in cur
-	err  error // sticky: io.EOF after success
-	once sync.Once
-}
-
-// chunk is a piece of decompressed image, or the final error.
-type chunk struct {
-	buf *[]byte
-	n   int
-	err error
-}
-
-// Pipeline sizes.
-const (
-	chunkSize     = 1 << 20
-	chunksInAhead = 4
-)
-
-var chunkPool = sync.Pool{New: func() any {
-	b := make([]byte, chunkSize)
-	return &b
-}}
-
-func newImageReader(rc io.ReadCloser, d v1.Descriptor, info ImageInfo,
-	progress func(int64)) (*ImageReader, error) {
-	cr := &hashCounter{r: rc, h: sha256.New(), progress: progress}
-	dec, err := zstd.NewReader(cr,
-		zstd.WithDecoderMaxWindow(MaxWindowSize),
-		zstd.WithDecoderMaxMemory(MaxWindowSize),
-		zstd.WithDecoderConcurrency(1),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("start zstd decoder: %w", err)
-	}
-	r := &ImageReader{
-		Info:  info,
-		Layer: d,
-		src:   rc,
-		out:   make(chan chunk, chunksInAhead),
-		done:  make(chan struct{}),
-	}
-	decoded := make(chan chunk, chunksInAhead)
-	r.wg.Add(2)
-	go r.decode(dec, cr, decoded)
-	go r.hash(cr, decoded)
-	return r, nil
-}
-
-// decode runs in its own goroutine: it decompresses into pooled chunks,
-// never more than one byte past the declared size.
-func (r *ImageReader) decode(dec *zstd.Decoder, cr *hashCounter, out chan<- chunk) {
-	defer r.wg.Done()
-	defer close(out)
-	defer dec.Close()
-	lim := io.LimitReader(dec, r.Info.Size+1)
-	for {
-		bp := chunkPool.Get().(*[]byte)
-		n, err := io.ReadFull(lim, *bp)
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			err = io.EOF
-		}
-		if err != nil && !errors.Is(err, io.EOF) {
-			err = r.decodeError(cr, err)
-		}
-		select {
-		case out <- chunk{buf: bp, n: n, err: err}:
-		case <-r.done:
-			chunkPool.Put(bp)
-			return
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (r *ImageReader) decodeError(cr *hashCounter, err error) error {
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, ErrTruncated) {
-		return r.fail(ErrTruncated, "layer ends early after %d compressed bytes: %v", cr.n, err)
-	}
-	return r.fail(ErrInvalidBundle, "decompress: %v", err)
-}
-
-// hash runs in its own goroutine: it hashes chunks in order and, at the
-// end of the image, replaces io.EOF with the verdict of check.
-func (r *ImageReader) hash(cr *hashCounter, in <-chan chunk) {
-	defer r.wg.Done()
-	defer close(r.out)
-	uh := sha256.New()
-	var n int64
-	for c := range in {
-		if n+int64(c.n) > r.Info.Size {
-			chunkPool.Put(c.buf)
-			c = chunk{err: r.fail(ErrDigestMismatch,
-				"decompresses to more than its declared %d bytes", r.Info.Size)}
-		} else if c.n > 0 {
-			uh.Write((*c.buf)[:c.n])
-			n += int64(c.n)
-		}
-		if errors.Is(c.err, io.EOF) {
-			c.err = r.check(cr, uh, n)
-		}
-		select {
-		case r.out <- c:
-		case <-r.done:
-			if c.buf != nil {
-				chunkPool.Put(c.buf)
-			}
-			return
-		}
-		if c.err != nil {
-			return
-		}
-	}
-}
-
-// check runs when the decoder reached the end of the layer.
-func (r *ImageReader) check(cr *hashCounter, uh hash.Hash, n int64) error {
-	// The decoder stops after the last frame; anything after it in the
-	// layer is part of the layer and must be hashed too.
-	if _, err := io.Copy(io.Discard, cr); err != nil {
-		return r.fail(ErrTruncated, "read layer: %v", err)
-	}
-	switch {
-	case cr.n != r.Layer.Size:
-		return r.fail(ErrTruncated, "layer has %d of %d compressed bytes", cr.n, r.Layer.Size)
-	case hexSum(cr.h) != r.Layer.Digest.Hex:
-		return r.fail(ErrDigestMismatch, "layer hashes to sha256:%s, not %s",
-			hexSum(cr.h), r.Layer.Digest)
-	case n != r.Info.Size:
-		return r.fail(ErrDigestMismatch, "decompresses to %d bytes, not %d", n, r.Info.Size)
-	case hexSum(uh) != r.Info.SHA256:
-		return r.fail(ErrDigestMismatch, "image hashes to sha256:%s, not sha256:%s",
-			hexSum(uh), r.Info.SHA256)
-	}
-	return io.EOF
-}
-
-func (r *ImageReader) fail(kind error, format string, args ...any) error {
-	return fmt.Errorf("%w: image %s: %s", kind, r.Info.Class, fmt.Sprintf(format, args...))
-}
-
-// next makes r.cur a chunk with unread bytes, or sets r.err.
-func (r *ImageReader) next() bool {
-	for r.err == nil && r.off >= r.cur.n {
-		if r.cur.buf != nil {
-			chunkPool.Put(r.cur.buf)
-			r.cur.buf = nil
-		}
-		if r.cur.err != nil {
-			r.err = r.cur.err
-			return false
-		}
-		c, ok := <-r.out
-		if !ok {
-			r.err = fmt.Errorf("read image %s: closed", r.Info.Class)
-			return false
-		}
-		r.cur, r.off = c, 0
-	}
-	return r.err == nil
-}
-
-// Read reads decompressed image bytes.
-func (r *ImageReader) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, r.err
-	}
-	if !r.next() {
-		return 0, r.err
-	}
-	n := copy(p, (*r.cur.buf)[r.off:r.cur.n])
-	r.off += n
-	return n, nil
-}
-
-// WriteTo writes the rest of the image to w without an intermediate copy.
-// It returns nil only when the image was complete and verified.
-func (r *ImageReader) WriteTo(w io.Writer) (int64, error) {
-	var total int64
-	for r.next() {
-		n, err := w.Write((*r.cur.buf)[r.off:r.cur.n])
-		total += int64(n)
-		r.off += n
-		if err != nil {
-			return total, err
-		}
-	}
-	if errors.Is(r.err, io.EOF) {
-		return total, nil
-	}
-	return total, r.err
-}
-
-// Close stops decompression and releases its resources. Closing before
-// io.EOF abandons the image.
-func (r *ImageReader) Close() error {
-	var err error
-	r.once.Do(func() {
-		close(r.done)
-		// Closing the source first unblocks a decoder waiting on a network
-		// read.
-		err = r.src.Close()
-		r.wg.Wait()
-		if r.cur.buf != nil {
-			chunkPool.Put(r.cur.buf)
-			r.cur.buf = nil
-		}
-		if r.err == nil {
-			r.err = fmt.Errorf("read image %s: closed", r.Info.Class)
-		}
-	})
-	return err
-}
-
 // hashCounter hashes and counts what is read through it.
 type hashCounter struct {
 	r        io.Reader
@@ -451,10 +217,58 @@ func (c *hashCounter) Read(p []byte) (int, error) {
 
 // tarSource reads a .rota tar stream in its fixed order.
 type tarSource struct {
-	tr     *tar.Reader
-	closer io.Closer
-	names  map[string]bool
+	tr      *tar.Reader
+	cnt     *countReader
+	closer  io.Closer
+	names   map[string]bool
+	lastOff int64
 }
+
+// newTarSource reads a tar stream from r, whose first byte is at offset
+// base of the .rota file.
+func newTarSource(r io.Reader, c io.Closer, base int64) *tarSource {
+	cnt := &countReader{r: r, n: base}
+	var tr *tar.Reader
+	if rs, ok := r.(io.ReadSeeker); ok {
+		// Let tar.Reader seek over layers it skips.
+		tr = tar.NewReader(&countSeeker{countReader: cnt, s: rs})
+	} else {
+		tr = tar.NewReader(cnt)
+	}
+	return &tarSource{tr: tr, cnt: cnt, closer: c, lastOff: -1}
+}
+
+// countSeeker is a countReader over a seekable file.
+type countSeeker struct {
+	*countReader
+	s io.Seeker
+}
+
+func (c *countSeeker) Seek(off int64, whence int) (int64, error) {
+	if whence != io.SeekCurrent {
+		return 0, errors.New("seek: only relative seeks are supported")
+	}
+	pos, err := c.s.Seek(off, whence)
+	if err == nil {
+		c.n += off
+	}
+	return pos, err
+}
+
+// countReader counts the bytes read through it. tar.Reader reads headers
+// exactly, so after Next the count is the offset of the entry's data.
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (t *tarSource) offset() int64 { return t.lastOff }
 
 // nextEntry reads the next tar header and checks that it is a regular file
 // with the expected name and, when size >= 0, the expected size.
@@ -650,6 +464,7 @@ func (t *tarSource) layer(_ context.Context, i int, d v1.Descriptor) (io.ReadClo
 	if _, err := t.nextEntry(blobName(d.Digest), d.Size); err != nil {
 		return nil, fmt.Errorf("layer %d: %w", i, err)
 	}
+	t.lastOff = t.cnt.n
 	return io.NopCloser(&tarEntryReader{r: io.LimitReader(t.tr, d.Size)}), nil
 }
 

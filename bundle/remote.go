@@ -196,6 +196,7 @@ func (s *remoteSource) layer(_ context.Context, _ int, d v1.Descriptor) (io.Read
 }
 
 func (s *remoteSource) finish() error { return nil }
+func (s *remoteSource) offset() int64 { return -1 }
 func (s *remoteSource) Close() error  { return nil }
 
 // Pull reads the bundle at ref from a registry and writes it as a .rota

@@ -3,6 +3,8 @@ package bundle
 import (
 	"bytes"
 	"context"
+	"io"
+	"log"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -71,7 +73,7 @@ func TestPushPull_InMemoryRegistry(t *testing.T) {
 			name = "with the referrers API"
 		}
 		t.Run(name, func(t *testing.T) {
-			srv := httptest.NewServer(registry.New(registry.WithReferrersSupport(referrers)))
+			srv := httptest.NewServer(registry.New(registry.WithReferrersSupport(referrers), quietRegistry))
 			defer srv.Close()
 			pushPullRoundTrip(t, strings.TrimPrefix(srv.URL, "http://"))
 		})
@@ -86,7 +88,7 @@ func TestOpenRemote_IgnoresForeignReferrers(t *testing.T) {
 	// A referrer that is not a signature (say, an SBOM pushed by another
 	// tool) must not break opening or verifying.
 	ctx := context.Background()
-	srv := httptest.NewServer(registry.New(registry.WithReferrersSupport(true)))
+	srv := httptest.NewServer(registry.New(registry.WithReferrersSupport(true), quietRegistry))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
 	dir := t.TempDir()
@@ -137,3 +139,6 @@ func TestSkopeo_ReadsBundleAsOCIArchive(t *testing.T) {
 		"oci:"+dst+":copy").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 }
+
+// quietRegistry keeps the in-memory registry from logging every request.
+var quietRegistry = registry.Logger(log.New(io.Discard, "", 0))

@@ -50,7 +50,7 @@ measure() {
 }
 
 cat "$img" "$big" >/dev/null
-results=$(
+{
   measure zstd-create "zstd -3 -T0 -q -f '$img' -o z.zst && sync z.zst"
   measure rota-create "'$rota' bundle create --compatible bench --version 1.0.0 \
     --slot rootfs='$img' --key k.key -o b.rota"
@@ -61,33 +61,10 @@ results=$(
     --slot rootfs='$big' --key k.key -o big.rota"
   measure rota-extract-4g "'$rota' bundle extract --keyring k.pub big.rota --slot rootfs -o big.out"
   measure rota-verify-meta-4g "'$rota' bundle verify --metadata-only --keyring k.pub big.rota"
-)
+} >results.txt
 rm -f z.out b.out big.out
-
-size() { stat -c %s "$1"; }
-echo "$results" | python3 -c '
-import sys
-r = {l.split()[0]: (float(l.split()[1]), int(l.split()[2])) for l in sys.stdin}
-img, zst, rota = [int(x) for x in sys.argv[1:4]]
-mib = img / 2**20
-def tp(k): return mib / max(r[k][0], 0.001)
-print("| measure | zstd | rota | ratio (rota/zstd) | target |")
-print("|---|---|---|---|---|")
-print(f"| create throughput, MiB/s | {tp(\"zstd-create\"):.0f} | {tp(\"rota-create\"):.0f} | "
-      f"{tp(\"rota-create\")/tp(\"zstd-create\"):.2f}x | >= 0.8x |")
-print(f"| output size, bytes | {zst} | {rota} | {rota/zst:.3f}x | <= 1.05x |")
-print(f"| extract throughput, MiB/s | {tp(\"zstd-extract\"):.0f} | {tp(\"rota-extract\"):.0f} | "
-      f"{tp(\"rota-extract\")/tp(\"zstd-extract\"):.2f}x | >= 0.8x |")
-print()
-print("| measure | 400 MiB image | 4 GiB image | target |")
-print("|---|---|---|---|")
-print(f"| metadata verification (whole command), ms | {r[\"rota-verify-meta\"][0]*1000:.0f} | "
-      f"{r[\"rota-verify-meta-4g\"][0]*1000:.0f} | < 50 ms, size-independent |")
-print(f"| peak RSS of create, MiB | {r[\"rota-create\"][1]/1024:.0f} | {r[\"rota-create-4g\"][1]/1024:.0f} | < 100 MiB at 4 GiB |")
-print(f"| peak RSS of extract, MiB | {r[\"rota-extract\"][1]/1024:.0f} | {r[\"rota-extract-4g\"][1]/1024:.0f} | < 100 MiB at 4 GiB |")
-print()
-print(f"zstd peak RSS: create {r[\"zstd-create\"][1]/1024:.0f} MiB, extract {r[\"zstd-extract\"][1]/1024:.0f} MiB")
-' "$(size "$img")" "$(size z.zst)" "$(size b.rota)"
+report=$(cd - >/dev/null && pwd)/scripts/bench-report.py
+python3 "$report" results.txt "$(stat -c %s "$img")" "$(stat -c %s z.zst)" "$(stat -c %s b.rota)"
 
 echo
 echo "Go benchmarks:"

@@ -76,7 +76,7 @@ type GRUB struct {
 // (DefaultGrubEnvPath when empty) and the slots named by bootnames. A
 // bootname is 1 to 32 ASCII letters, digits and underscores, not starting
 // with a digit, because the script builds GRUB variable names from it.
-// The file need not exist yet: the first Mark creates it.
+// The file must exist: provisioning creates it (docs/operations.md).
 func NewGRUB(envPath string, bootnames []string) (*GRUB, error) {
 	if envPath == "" {
 		envPath = DefaultGrubEnvPath
@@ -143,9 +143,13 @@ func (g *GRUB) Mark(ctx context.Context, bootname string, m Mark) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 
+	// A missing block is not created here: a block holding only the
+	// bootname being marked would leave the running slot out of ORDER,
+	// with nothing to fall back to. Provisioning creates it.
 	env, err := ReadGrubEnv(g.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		env, err = NewGrubEnv(), nil
+		return fmt.Errorf("mark %q %s: grubenv %s does not exist; create it with "+
+			"grub-editenv (see docs/operations.md): %w", bootname, m.Kind, g.path, err)
 	}
 	if err != nil {
 		return fmt.Errorf("mark %q %s: %w", bootname, m.Kind, err)

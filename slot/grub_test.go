@@ -278,16 +278,17 @@ func TestGRUB_Errors(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, bad, after)
 	})
-	t.Run("mark creates a missing block", func(t *testing.T) {
+	t.Run("mark refuses a missing block and creates nothing", func(t *testing.T) {
 		g, err := NewGRUB(filepath.Join(t.TempDir(), "grubenv"), []string{"A", "B"})
 		require.NoError(t, err)
 		_, err = g.Primary(ctx)
 		require.ErrorIs(t, err, os.ErrNotExist)
 
-		require.NoError(t, g.Mark(ctx, "A", Mark{Kind: MarkGood}))
-		primary, err := g.Primary(ctx)
-		require.NoError(t, err)
-		assert.Equal(t, "A", primary)
+		err = g.Mark(ctx, "A", Mark{Kind: MarkGood})
+		require.ErrorIs(t, err, os.ErrNotExist)
+		require.ErrorContains(t, err, "grub-editenv")
+		_, err = os.Stat(g.Path())
+		require.ErrorIs(t, err, os.ErrNotExist)
 	})
 	t.Run("a full block refuses the mark and stays as it was", func(t *testing.T) {
 		g := newTestGRUB(t, grubVars{{"filler", strings.Repeat("x", 900)}})

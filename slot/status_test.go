@@ -45,7 +45,19 @@ func TestStatus_InstallRecords(t *testing.T) {
 	require.NoError(t, sys.MarkGood(ctx, rootfs1))
 	idx, err := sys.RollbackIndex()
 	require.NoError(t, err)
+	assert.Equal(t, uint64(0), idx, "a slot that never booted commits nothing")
+
+	// The new slot boots and confirms itself.
+	require.NoError(t, os.WriteFile(fx.cmdline, []byte("rota.slot=B\n"), 0o644))
+	sys = fx.open(t)
+	rootfs1 = mustSlot(t, sys, "rootfs.1")
+	require.NoError(t, sys.MarkGood(ctx, rootfs1))
+	idx, err = sys.RollbackIndex()
+	require.NoError(t, err)
 	assert.Equal(t, uint64(3), idx)
+	require.NoError(t, os.WriteFile(fx.cmdline, []byte("rota.slot=A\n"), 0o644))
+	sys = fx.open(t)
+	rootfs1 = mustSlot(t, sys, "rootfs.1")
 
 	require.NoError(t, sys.BeginInstall(ctx, rootfs1, v2))
 	require.NoError(t, sys.FailInstall(ctx, rootfs1, errors.New("network gone")))

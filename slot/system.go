@@ -311,12 +311,20 @@ func (sys *System) Passive(ctx context.Context, class string) (*Slot, error) {
 }
 
 // MarkGood tells the boot loader that s (with its group) booted and is
-// healthy, and records its rollback index as committed. Unless s is the
+// healthy; when s is the booted slot, it also records its rollback index
+// as committed. Unless s is the
 // booted slot, it refuses a slot whose last install is incomplete
 // (ErrIncomplete).
 func (sys *System) MarkGood(ctx context.Context, s *Slot) error {
-	if err := sys.mark(ctx, s, Mark{Kind: MarkGood, Attempts: sys.cfg.BootAttempts}); err != nil {
+	// Attempts stays zero: backends that count give a good slot their own
+	// number of tries (U-Boot's Attempts), not the trial's boot-attempts.
+	if err := sys.mark(ctx, s, Mark{Kind: MarkGood}); err != nil {
 		return err
+	}
+	// Only a system that booted and confirmed itself commits its rollback
+	// index; marking another slot good does not.
+	if !sys.isBooted(ctx, s.Root()) {
+		return nil
 	}
 	if err := sys.commitRollback(s); err != nil {
 		return fmt.Errorf("mark slot %s good: %w", s.name, err)

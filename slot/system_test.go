@@ -366,11 +366,19 @@ func TestSystem_Status(t *testing.T) {
 	assert.Equal(t, BootTrying, b1.Boot, "a child shows its parent's boot state")
 	assert.True(t, b1.Primary)
 
-	t.Run("mark-good commits the rollback index", func(t *testing.T) {
+	t.Run("mark-good commits the rollback index once the slot booted", func(t *testing.T) {
 		require.NoError(t, sys.MarkGood(ctx, rootfs1))
 		idx, err := sys.RollbackIndex()
 		require.NoError(t, err)
+		assert.Equal(t, uint64(0), idx, "not booted yet")
+
+		require.NoError(t, os.WriteFile(fx.cmdline, []byte("rota.slot=B\n"), 0o644))
+		booted := fx.open(t)
+		require.NoError(t, booted.MarkGood(ctx, mustSlot(t, booted, "rootfs.1")))
+		idx, err = booted.RollbackIndex()
+		require.NoError(t, err)
 		assert.Equal(t, uint64(7), idx)
+		require.NoError(t, os.WriteFile(fx.cmdline, []byte("rota.slot=A\n"), 0o644))
 	})
 
 	t.Run("an unknown booted slot is reported, not fatal", func(t *testing.T) {

@@ -464,16 +464,26 @@ func bundleExtract(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	bar := newProgress(env, "extract", ir.Info.Size)
 	defer bar.Done()
-	src := io.TeeReader(ir, bar.Writer())
+	// ImageReader.WriteTo hands its buffers to the writer directly; the
+	// progress bar counts them on the way.
 	if *out == "-" {
-		_, err = io.Copy(env.stdout, src)
+		_, err = ir.WriteTo(io.MultiWriter(env.stdout, bar.Writer()))
 		return err
 	}
 	// The image goes to a temporary file renamed into place only once its
 	// digests matched, so a failed extract leaves no plausible image.
 	err = bundle.WriteFileAtomic(*out, func(w io.Writer) error {
-		_, err := io.CopyBuffer(w, src, make([]byte, 1<<20))
-		return err
+		f, ok := w.(*os.File)
+		if !ok {
+			_, err := ir.WriteTo(io.MultiWriter(w, bar.Writer()))
+			return err
+		}
+		// Zero blocks become holes, as zstd and cp --sparse do.
+		sw := &sparseWriter{f: f}
+		if _, err := ir.WriteTo(io.MultiWriter(sw, bar.Writer())); err != nil {
+			return err
+		}
+		return sw.Finish()
 	})
 	if err != nil {
 		return err
