@@ -58,6 +58,32 @@ type InstallOptions struct {
 
 	// Logger receives state changes; nil discards them.
 	Logger *slog.Logger
+
+	// SyncInterval is the number of bytes written between flushes to the
+	// slot, and so between resume points; zero means
+	// slot.DefaultSyncInterval.
+	SyncInterval int64
+
+	// Resume continues an install that was interrupted after the given
+	// checkpoint; nil means a fresh install.
+	Resume *Resume
+
+	// Checkpoint, if not nil, is called with each resume point whose
+	// bytes are durably in their slot. An agent persists the last one to
+	// resume after a restart.
+	Checkpoint func(*bundle.Checkpoint)
+}
+
+// Resume says where an interrupted install continues.
+type Resume struct {
+	// Checkpoint is the last durable resume point, from
+	// InstallOptions.Checkpoint.
+	Checkpoint *bundle.Checkpoint
+
+	// Rest yields the .rota file from byte Checkpoint.FileOffset +
+	// Checkpoint.Compressed on, such as the body of an HTTP Range
+	// response.
+	Rest io.Reader
 }
 
 // InstallResult describes a completed install.
@@ -104,15 +130,24 @@ func Install(ctx context.Context, sys *slot.System, b *bundle.Bundle,
 	if err != nil {
 		return nil, fmt.Errorf("install bundle %s: %w", b.Digest(), err)
 	}
+	if r := opts.Resume; r != nil && (r.Checkpoint == nil || r.Checkpoint.Image >= len(targets)) {
+		return nil, fmt.Errorf("install bundle %s: resume point names no image", b.Digest())
+	}
 	cfg := b.Config()
 	info := slot.BundleInfo{Version: cfg.Version, Digest: b.Digest(),
 		Compatible: cfg.Compatible, RollbackIndex: cfg.RollbackIndex}
 	// fail records err on every target whose install began and was not
 	// committed; those slots stay marked bad.
-	begun := 0
+	// A resumed install begins again only from the interrupted image; the
+	// images before it are committed.
+	start := 0
+	if opts.Resume != nil {
+		start = opts.Resume.Checkpoint.Image
+	}
+	begun := start
 	res := &InstallResult{Digest: b.Digest(), Version: cfg.Version, Slots: map[string]string{}}
 	fail := func(err error) error {
-		for _, t := range targets[:begun] {
+		for _, t := range targets[start:begun] {
 			if _, done := res.Slots[t.image.Class]; done {
 				continue
 			}
@@ -122,7 +157,7 @@ func Install(ctx context.Context, sys *slot.System, b *bundle.Bundle,
 		}
 		return fmt.Errorf("install bundle %s: %w", b.Digest(), err)
 	}
-	for _, t := range targets {
+	for _, t := range targets[start:] {
 		if err := sys.BeginInstall(ctx, t.slot, info); err != nil {
 			return nil, fail(err)
 		}
@@ -203,8 +238,23 @@ func plan(ctx context.Context, sys *slot.System, b *bundle.Bundle,
 // digests matched.
 func writeAll(ctx context.Context, sys *slot.System, b *bundle.Bundle, targets []target,
 	opts InstallOptions, res *InstallResult) error {
-	for _, t := range targets {
-		ir, err := b.NextImage(ctx)
+	for i, t := range targets {
+		var (
+			ir     *bundle.ImageReader
+			offset int64
+			err    error
+		)
+		switch r := opts.Resume; {
+		case r != nil && i < r.Checkpoint.Image:
+			// Written and committed before the interruption.
+			res.Slots[t.image.Class] = t.slot.Name()
+			continue
+		case r != nil && i == r.Checkpoint.Image:
+			ir, err = b.ResumeImage(ctx, r.Checkpoint, r.Rest)
+			offset = r.Checkpoint.Uncompressed
+		default:
+			ir, err = b.NextImage(ctx)
+		}
 		if err != nil {
 			return err
 		}
@@ -217,10 +267,21 @@ func writeAll(ctx context.Context, sys *slot.System, b *bundle.Bundle, targets [
 			class, total := t.image.Class, t.image.Size
 			progress = func(n int64) { opts.Progress(class, n, total) }
 		}
+		var synced func(int64)
+		if opts.Checkpoint != nil {
+			synced = func(durable int64) {
+				if cp := ir.Checkpoint(durable); cp != nil {
+					opts.Checkpoint(cp)
+				}
+			}
+		}
 		wr, err := sys.WriteImage(ctx, t.slot, ir, t.image.Size, slot.WriteOptions{
 			SHA256:   t.image.SHA256,
 			Verify:   opts.VerifyAfterWrite,
 			Progress: progress,
+			Offset:       offset,
+			Synced:       synced,
+			SyncInterval: opts.SyncInterval,
 		})
 		if err != nil {
 			ir.Close()

@@ -2,6 +2,8 @@ package rota_test
 
 import (
 	"bytes"
+	"strconv"
+	"strings"
 	"context"
 	"errors"
 	"os"
@@ -38,25 +40,28 @@ name = "rootfs.0"
 class = "rootfs"
 device = "rootfs-a.img"
 bootname = "A"
-size = 8388608
+size = SLOTSIZE
 
 [[slot]]
 name = "rootfs.1"
 class = "rootfs"
 device = "rootfs-b.img"
 bootname = "B"
-size = 8388608
+size = SLOTSIZE
 `
 
-func newDevice(t *testing.T) *device {
+func newDevice(t *testing.T) *device { return newDeviceSized(t, 8<<20) }
+
+func newDeviceSized(t *testing.T, slotSize int) *device {
 	t.Helper()
 	dir := t.TempDir()
 	for _, f := range []string{"rootfs-a.img", "rootfs-b.img"} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, f), bytes.Repeat([]byte(f[7:8]), 8<<20),
-			0o644))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, f),
+			bytes.Repeat([]byte(f[7:8]), slotSize), 0o644))
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "cmdline"), nil, 0o644))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "system.toml"), []byte(deviceConfig), 0o644))
+	cfg := strings.ReplaceAll(deviceConfig, "SLOTSIZE", strconv.Itoa(slotSize))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "system.toml"), []byte(cfg), 0o644))
 	d := &device{t: t, dir: dir}
 	d.open()
 	return d
@@ -269,4 +274,57 @@ func TestInstall_CorruptImageLeavesSlotInactive(t *testing.T) {
 			assert.Equal(t, slot.StateFailed, ss.Install.State)
 		}
 	}
+}
+
+func TestInstall_ResumesAfterInterruption(t *testing.T) {
+	d := newDeviceSized(t, 32<<20)
+	s, kr := newKey(t)
+	dir := t.TempDir()
+	img := make([]byte, 3*bundle.DefaultChunkSize+4096)
+	for i := range img {
+		img[i] = byte(i * 7 / 4096)
+	}
+	p := filepath.Join(dir, "rootfs.img")
+	require.NoError(t, os.WriteFile(p, img, 0o644))
+	var buf bytes.Buffer
+	_, err := bundle.Create(context.Background(), &buf, bundle.Spec{Compatible: "acme-board",
+		Version: "2.0.0", Images: []bundle.ImageSource{{Class: "rootfs", Path: p}}},
+		bundle.CreateOptions{Signers: []*bundle.Signer{s}, TempDir: dir})
+	require.NoError(t, err)
+	raw := buf.Bytes()
+
+	// The first attempt dies (its context is cancelled) once two frames
+	// are durably in the slot.
+	ctx, cancel := context.WithCancel(context.Background())
+	var saved *bundle.Checkpoint
+	b, err := bundle.OpenReader(bytes.NewReader(raw), bundle.Options{})
+	require.NoError(t, err)
+	_, err = rota.Install(ctx, d.sys, b, rota.InstallOptions{
+		Keyring:      kr,
+		SyncInterval: bundle.DefaultChunkSize,
+		Checkpoint: func(cp *bundle.Checkpoint) {
+			if cp.Frame >= 2 && saved == nil {
+				saved = cp
+				cancel()
+			}
+		},
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.NotNil(t, saved)
+
+	// The next process resumes from the checkpoint, reading only the rest
+	// of the file.
+	d.open()
+	b, err = bundle.OpenReader(bytes.NewReader(raw), bundle.Options{})
+	require.NoError(t, err)
+	rest := bytes.NewReader(raw[saved.FileOffset+saved.Compressed:])
+	res, err := rota.Install(context.Background(), d.sys, b, rota.InstallOptions{
+		Keyring:          kr,
+		VerifyAfterWrite: true,
+		Resume:           &rota.Resume{Checkpoint: saved, Rest: rest},
+	})
+	require.NoError(t, err)
+	assert.Equal(t, "rootfs.1", res.Active)
+	assert.Equal(t, img, d.read("rootfs-b.img")[:len(img)])
+	require.Equal(t, "B", d.reboot())
 }

@@ -105,7 +105,8 @@ func (e *Error) Temporary() bool {
 		errors.Is(e.Err, ErrChanged), errors.Is(e.Err, ErrRangeNotSatisfiable),
 		errors.Is(e.Err, ErrUnauthorized):
 		return false
-	case e.StatusCode == 0:
+	case e.StatusCode < 300:
+		// No answer, or a good one whose body broke off.
 		return true
 	}
 	return retryableStatus(e.StatusCode)
