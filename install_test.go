@@ -2,12 +2,12 @@ package rota_test
 
 import (
 	"bytes"
-	"strconv"
-	"strings"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
