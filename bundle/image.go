@@ -430,15 +430,7 @@ func (r *ImageReader) fail(kind error, format string, args ...any) error {
 // next makes r.cur a chunk with unread bytes, or sets r.err.
 func (r *ImageReader) next() bool {
 	for r.err == nil && r.off >= r.cur.n {
-		if r.cur.cp != nil {
-			r.mu.Lock()
-			r.cps = append(r.cps, *r.cur.cp)
-			if len(r.cps) > maxCheckpoints {
-				r.cps = append(r.cps[:0], r.cps[len(r.cps)-maxCheckpoints:]...)
-			}
-			r.mu.Unlock()
-			r.cur.cp = nil
-		}
+		r.passed()
 		r.cur.release()
 		if r.cur.err != nil {
 			r.err = r.cur.err
@@ -454,6 +446,21 @@ func (r *ImageReader) next() bool {
 	return r.err == nil
 }
 
+// passed records the current chunk's checkpoint once the caller has all
+// of its bytes.
+func (r *ImageReader) passed() {
+	if r.cur.cp == nil || r.off < r.cur.n {
+		return
+	}
+	r.mu.Lock()
+	r.cps = append(r.cps, *r.cur.cp)
+	if len(r.cps) > maxCheckpoints {
+		r.cps = append(r.cps[:0], r.cps[len(r.cps)-maxCheckpoints:]...)
+	}
+	r.mu.Unlock()
+	r.cur.cp = nil
+}
+
 // Read reads decompressed image bytes.
 func (r *ImageReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
@@ -464,6 +471,7 @@ func (r *ImageReader) Read(p []byte) (int, error) {
 	}
 	n := copy(p, (*r.cur.buf)[r.off:r.cur.n])
 	r.off += n
+	r.passed()
 	return n, nil
 }
 
@@ -475,6 +483,7 @@ func (r *ImageReader) WriteTo(w io.Writer) (int64, error) {
 		n, err := w.Write((*r.cur.buf)[r.off:r.cur.n])
 		total += int64(n)
 		r.off += n
+		r.passed()
 		if err != nil {
 			return total, err
 		}

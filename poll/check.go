@@ -89,16 +89,21 @@ func cloneCheck(r *CheckResponse) *CheckResponse {
 // NextPoll returns how long to wait before the next check given the
 // server's interval: DefaultPollInterval if interval is zero or negative,
 // bounded by MinPollInterval and MaxPollInterval, and varied by
-// DefaultJitter either way.
+// DefaultJitter either way. Near a bound the variation is reflected back
+// inside it, so that the fleet stays spread out there too.
 func NextPoll(interval time.Duration) time.Duration {
 	if interval <= 0 {
 		interval = DefaultPollInterval
 	}
-	return clampPoll(Jitter(clampPoll(interval), DefaultJitter))
-}
-
-func clampPoll(d time.Duration) time.Duration {
-	return min(max(d, MinPollInterval), MaxPollInterval)
+	interval = min(max(interval, MinPollInterval), MaxPollInterval)
+	d := Jitter(interval, DefaultJitter)
+	switch {
+	case d < MinPollInterval:
+		d = 2*MinPollInterval - d
+	case d > MaxPollInterval:
+		d = 2*MaxPollInterval - d
+	}
+	return d
 }
 
 // Jitter returns d varied uniformly by up to fraction of d either way;

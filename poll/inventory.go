@@ -159,8 +159,9 @@ func readOSRelease(path string, inv inventory) error {
 // unquote removes the shell quotes os-release values may carry.
 func unquote(v string) string {
 	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+		quote := v[0]
 		v = v[1 : len(v)-1]
-		if v[0] == '"' {
+		if quote == '"' {
 			v = strings.NewReplacer(`\"`, `"`, `\\`, `\`, `\$`, `$`, "\\`", "`").Replace(v)
 		}
 	}
