@@ -11,9 +11,9 @@ import (
 
 // logTail keeps the last lines the agent logged, for failure reports.
 type logTail struct {
-	mu    sync.Mutex
-	max   int
-	kept  []string
+	mu   sync.Mutex
+	max  int
+	kept []string
 }
 
 func newLogTail(max int) *logTail { return &logTail{max: max} }
