@@ -87,6 +87,11 @@ type AgentOptions struct {
 	// DefaultHealthTimeout.
 	HealthTimeout time.Duration
 
+	// HealthCheck, if not nil, runs after the executables of HealthDir,
+	// in process, with the new release's version; an error rolls back.
+	// Simulated devices use it.
+	HealthCheck func(ctx context.Context, version string) error
+
 	// HooksDir holds executables run on state changes, named
 	// STATE.enter, STATE.leave and STATE.error (with optional suffixes
 	// ".NAME"). A failing install.enter or reboot.enter hook postpones
@@ -579,6 +584,9 @@ func (a *Agent) verify(ctx context.Context, j *Journal) (time.Duration, error) {
 	err = runDir(ctx, a.o.HealthDir, "", a.o.HealthTimeout, []string{
 		"ROTA_DEPLOYMENT=" + j.Deployment, "ROTA_VERSION=" + j.Version,
 	})
+	if err == nil && a.o.HealthCheck != nil {
+		err = a.o.HealthCheck(ctx, j.Version)
+	}
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
 	}

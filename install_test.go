@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -327,4 +328,8 @@ func TestInstall_ResumesAfterInterruption(t *testing.T) {
 	assert.Equal(t, "rootfs.1", res.Active)
 	assert.Equal(t, img, d.read("rootfs-b.img")[:len(img)])
 	require.Equal(t, "B", d.reboot())
+}
+
+func publicPEM(s *bundle.Signer) ([]byte, error) {
+	return cryptoutils.MarshalPublicKeyToPEM(s.Public())
 }

@@ -18,7 +18,7 @@ import (
 const DefaultChunkSize = 4 << 20
 
 // compress zstd-compresses r into w as a series of frames of up to
-// DefaultChunkSize input bytes each, compressed by conc goroutines at once
+// opts.ChunkSize input bytes each, compressed by conc goroutines at once
 // and written in order, while another goroutine feeds the input to uh. It
 // returns the number of input bytes. Memory is bounded by about
 // 2 x (conc + 2) chunks.
@@ -59,7 +59,7 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
 		done   chan struct{} // compressed
 		hashed chan struct{} // fed to uh
 	}
-	pool := sync.Pool{New: func() any { return make([]byte, DefaultChunkSize) }}
+	pool := sync.Pool{New: func() any { return make([]byte, opts.ChunkSize) }}
 	outPool := sync.Pool{New: func() any { return new(bytes.Buffer) }}
 	jobs := make(chan *job)
 	order := make(chan *job, conc+1)

@@ -92,6 +92,11 @@ type CreateOptions struct {
 	// Level is the zstd encoder level; zero means DefaultCompressionLevel.
 	Level zstd.EncoderLevel
 
+	// ChunkSize is the uncompressed size of each zstd frame, a multiple
+	// of 4096 up to MaxChunkSize; zero means DefaultChunkSize. Smaller
+	// chunks give finer resume points and cost ratio.
+	ChunkSize int64
+
 	// Progress, when set, is called with the number of input bytes
 	// consumed, as they are consumed; the total is in the Total callback.
 	Progress func(n int64)
@@ -140,6 +145,13 @@ func Create(ctx context.Context, w io.Writer, spec Spec, opts CreateOptions) (*I
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("create bundle: %w", err)
+	}
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = DefaultChunkSize
+	}
+	if opts.ChunkSize < 4096 || opts.ChunkSize > MaxChunkSize || opts.ChunkSize%4096 != 0 {
+		return nil, fmt.Errorf("create bundle: chunk size %d: want a multiple of 4096 up to %d",
+			opts.ChunkSize, MaxChunkSize)
 	}
 	if opts.Total != nil {
 		opts.Total(rawInputSize(spec.Images))
@@ -298,7 +310,7 @@ func stageImage(ctx context.Context, src ImageSource, opts CreateOptions) (*stag
 	}
 	l.info = ImageInfo{Class: src.Class, Size: n, SHA256: hexSum(uh), Filesystem: fs}
 	if n > 0 {
-		l.info.ChunkSize, l.info.Frames = DefaultChunkSize, frames
+		l.info.ChunkSize, l.info.Frames = opts.ChunkSize, frames
 	}
 	l.desc = v1.Descriptor{
 		MediaType:   types.MediaType(mediaType),

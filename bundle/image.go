@@ -249,7 +249,9 @@ func (r *ImageReader) decodeFrames(cr *hashCounter, first int, out chan<- chunk)
 	workers := min(runtime.GOMAXPROCS(0), MaxConcurrency)
 	dec, err := zstd.NewReader(nil,
 		zstd.WithDecoderMaxWindow(MaxWindowSize),
-		zstd.WithDecoderMaxMemory(uint64(r.Info.ChunkSize)),
+		// Output is bounded by the destination buffers (cap limit);
+		// the window by MaxWindowSize.
+		zstd.WithDecoderMaxMemory(uint64(max(r.Info.ChunkSize, MaxWindowSize))),
 		zstd.WithDecoderConcurrency(workers),
 		zstd.WithDecodeAllCapLimit(true),
 	)

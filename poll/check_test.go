@@ -208,7 +208,7 @@ func TestUpdate_UntilWindow(t *testing.T) {
 		{name: "an open window means now",
 			windows: []poll.Window{{Start: at(-1), End: at(1)}}, wantOK: true},
 		{name: "the nearest future window counts",
-			windows: []poll.Window{{Start: at(5), End: at(6)}, {Start: at(2), End: at(3)}},
+			windows:  []poll.Window{{Start: at(5), End: at(6)}, {Start: at(2), End: at(3)}},
 			wantWait: 2 * time.Hour, wantOK: true},
 		{name: "a window that just closed does not count",
 			windows: []poll.Window{{Start: at(-1), End: at(0)}}},

@@ -1,6 +1,7 @@
 package poll_test
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"testing"
@@ -76,3 +77,5 @@ func requireErr(t *testing.T, err error, target error) *poll.Error {
 	require.ErrorAs(t, err, &e)
 	return e
 }
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
