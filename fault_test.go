@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -22,95 +21,30 @@ import (
 	"github.com/rotaupdate/rota/bundle"
 	"github.com/rotaupdate/rota/poll"
 	"github.com/rotaupdate/rota/poll/polltest"
-	"github.com/rotaupdate/rota/slot"
 	"github.com/stretchr/testify/require"
 )
 
-// Environment of the fault-test child process.
-const (
-	envChild   = "ROTA_FAULT_CHILD"
-	envDir     = "ROTA_FAULT_DIR"
-	envServer  = "ROTA_FAULT_SERVER"
-	envKeyring = "ROTA_FAULT_KEYRING"
-)
-
-// Exit codes of the child.
+// Exit codes of the fault child (internal/faultchild).
 const (
 	childDone   = 0
 	childReboot = 3
 )
 
-func TestMain(m *testing.M) {
-	if os.Getenv(envChild) == "1" {
-		os.Exit(faultChild())
-	}
-	os.Exit(m.Run())
-}
-
-// faultChild is one run of the agent on a simulated device, as the
-// device's init system would start it. It exits childReboot when the
-// agent asks for a reboot and childDone when the deployment is finished.
-func faultChild() int {
-	dir := os.Getenv(envDir)
-	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(os.Stdout, nil))
-	fail := func(err error) int {
-		fmt.Fprintln(os.Stderr, "child:", err)
-		return 1
-	}
-	cfg, err := slot.LoadConfig(filepath.Join(dir, "system.toml"))
-	if err != nil {
-		return fail(err)
-	}
-	sys, err := slot.Open(cfg, slot.WithCmdline(filepath.Join(dir, "cmdline")))
-	if err != nil {
-		return fail(err)
-	}
-	key, err := poll.LoadOrCreateKey(filepath.Join(dir, "data", "device.key"))
-	if err != nil {
-		return fail(err)
-	}
-	client, err := poll.New(poll.Config{ServerURL: os.Getenv(envServer), Key: key,
-		Identity: map[string]string{"serial": "fault"}, EnrollmentToken: "enroll",
-		RetryWaitMin: time.Millisecond, RetryWaitMax: 10 * time.Millisecond})
-	if err != nil {
-		return fail(err)
-	}
-	if _, err := client.Authenticate(ctx); err != nil {
-		return fail(err)
-	}
-	kr, err := bundle.LoadKeyring(os.Getenv(envKeyring))
-	if err != nil {
-		return fail(err)
-	}
-	a, err := rota.NewAgent(rota.AgentOptions{System: sys, Server: rota.PollServer{Client: client},
-		Keyring: kr, Rebooter: noopReboot{}, Logger: log, RetryWait: 5 * time.Millisecond,
-		SyncInterval: 256 << 10})
-	if err != nil {
-		return fail(err)
-	}
-	for range 1000 {
-		_, err := a.Step(ctx)
-		if errors.Is(err, rota.ErrRebooting) {
-			return childReboot
-		}
-		j, jerr := a.Journal()
-		if jerr != nil {
-			return fail(jerr)
-		}
-		if j.State == rota.StateIdle && j.Last != nil {
-			return childDone
-		}
-		if err != nil {
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	return fail(errors.New("agent did not finish"))
-}
-
 type noopReboot struct{}
 
 func (noopReboot) Reboot(context.Context) error { return nil }
+
+// buildFaultChild builds internal/faultchild, the agent the fault test
+// kills, without the race detector: it starts hundreds of times, and the
+// agent's code is race-tested in process by the other tests.
+func buildFaultChild(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "faultchild")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/rotaupdate/rota/internal/faultchild")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "build faultchild: %s", out)
+	return bin
+}
 
 // TestAgent_SurvivesSIGKILL kills the agent with SIGKILL at every state
 // transition and at random moments of the download and install, often
@@ -150,8 +84,7 @@ func TestAgent_SurvivesSIGKILL(t *testing.T) {
 	require.NoError(t, err)
 	srv.AddFile("/bundles/v2.rota", buf.Bytes(), false)
 
-	self, err := os.Executable()
-	require.NoError(t, err)
+	child := buildFaultChild(t)
 	transitions := []string{"state=install", "state=reboot", "state=verify", "state=idle",
 		"install.enter", "rebooting", "marked slot", "install started", "install committed"}
 	rnd = rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
@@ -170,9 +103,9 @@ func TestAgent_SurvivesSIGKILL(t *testing.T) {
 		delay := time.Duration(rnd.Int64N(int64(60 * time.Millisecond)))
 		done := false
 		for start := 0; start < 40 && !done; start++ {
-			cmd := exec.Command(self, "-test.run=^$")
-			cmd.Env = append(os.Environ(), envChild+"=1", envDir+"="+d.dir,
-				envServer+"="+srv.URL, envKeyring+"="+keyring)
+			cmd := exec.Command(child)
+			cmd.Env = append(os.Environ(), "ROTA_FAULT_DIR="+d.dir,
+				"ROTA_FAULT_SERVER="+srv.URL, "ROTA_FAULT_KEYRING="+keyring)
 			out, err := cmd.StdoutPipe()
 			require.NoError(t, err)
 			var stderr bytes.Buffer
