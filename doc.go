@@ -13,6 +13,12 @@
 //     one is booted, and how to ask the boot loader (GRUB, U-Boot,
 //     systemd-boot, EFI, a custom program, or a simulated one) to try a
 //     slot once and to keep it.
+//   - [github.com/rotaupdate/rota/poll] talks to the server: admission,
+//     checks, resumable downloads, reports and inventory.
+//   - This package ties them together: [Install] writes a verified bundle
+//     into the passive slots, and [Agent] is the update agent, a state
+//     machine journaled in the data directory that polls, installs,
+//     reboots once, verifies the new system and commits or rolls back.
 //
 // A typical install reads a bundle with [bundle.Open], checks it with
 // [bundle.Bundle.Verify], streams each image with
@@ -20,6 +26,12 @@
 // [slot.System.Passive], and marks that slot active only after the image
 // reader returned io.EOF, which it does only when every digest matched.
 //
+// An agent survives being killed at any instant: each state is persisted
+// before it is acted on, installs resume at the last durable frame
+// boundary ([bundle.Checkpoint]), and reports carry IDs that make repeats
+// count once.
+//
 // The reference programs under cmd/ are built from these packages: rota
-// (keys, bundles, slots and standalone installs).
+// (keys, bundles, slots and standalone installs) and rota-client (the
+// device daemon).
 package rota
