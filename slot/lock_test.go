@@ -35,7 +35,7 @@ const killImageSize = 256 << 20
 func TestHelperProcess(t *testing.T) {
 	what := os.Getenv(helperEnv)
 	if what == "" {
-		t.Skip("helper process only")
+		return // run as a test, it has nothing to do
 	}
 	root := os.Getenv(helperRootEnv)
 	fx := &deviceFixture{
