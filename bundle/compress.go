@@ -49,6 +49,19 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
 		encs[i] = enc
 	}
 
+	// Filesystem images hold long runs of zeros; a chunk of zeros always
+	// compresses to the same frame, made once.
+	zeroChunk := make([]byte, opts.ChunkSize)
+	var zf bytes.Buffer
+	encs[0].Reset(&zf)
+	if _, err := encs[0].Write(zeroChunk); err != nil {
+		return 0, nil, fmt.Errorf("compress: %w", err)
+	}
+	if err := encs[0].Close(); err != nil {
+		return 0, nil, fmt.Errorf("compress: %w", err)
+	}
+	zeroFrame := zf.Bytes()
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -78,6 +91,11 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
 			defer wg.Done()
 			for j := range jobs {
 				j.out.Reset()
+				if bytes.Equal(j.in, zeroChunk) {
+					j.out.Write(zeroFrame)
+					close(j.done)
+					continue
+				}
 				enc.Reset(j.out)
 				_, err := enc.Write(j.in)
 				if err == nil {
