@@ -42,5 +42,37 @@ if "$rota" bundle verify --keyring stranger.pub demo.rota; then
   echo "unexpected: verified with an untrusted key" >&2
   exit 1
 fi
+echo "== install it on a simulated device: two file slots and a simulated boot loader"
+mkdir -p device
+cat >device/system.toml <<'TOML'
+compatible = "rota-demo-board"
+data-dir = "data"
+
+[bootloader]
+backend = "file"
+
+[install]
+keyring = "../release.pub"
+
+[[slot]]
+name = "rootfs.0"
+class = "rootfs"
+device = "rootfs-a.img"
+bootname = "A"
+
+[[slot]]
+name = "rootfs.1"
+class = "rootfs"
+device = "rootfs-b.img"
+bootname = "B"
+TOML
+echo "factory image" >device/rootfs-a.img
+: >device/rootfs-b.img
+: >device/cmdline
+export ROTA_CONFIG=$PWD/device/system.toml ROTA_CMDLINE=$PWD/device/cmdline
+"$rota" install demo.rota
+"$rota" slot simulate-reboot
+"$rota" slot mark-good
+"$rota" slot status
 echo
 echo "demo files are in $dir/"
