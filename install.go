@@ -276,12 +276,13 @@ func writeAll(ctx context.Context, sys *slot.System, b *bundle.Bundle, targets [
 			}
 		}
 		wr, err := sys.WriteImage(ctx, t.slot, ir, t.image.Size, slot.WriteOptions{
-			SHA256:       t.image.SHA256,
-			Verify:       opts.VerifyAfterWrite,
-			Progress:     progress,
-			Offset:       offset,
-			Synced:       synced,
-			SyncInterval: opts.SyncInterval,
+			SHA256:         t.image.SHA256,
+			StreamVerified: true, // the image reader checks every digest
+			Verify:         opts.VerifyAfterWrite,
+			Progress:       progress,
+			Offset:         offset,
+			Synced:         synced,
+			SyncInterval:   opts.SyncInterval,
 		})
 		if err != nil {
 			ir.Close()

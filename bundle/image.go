@@ -123,6 +123,7 @@ type imageStart struct {
 	index      int
 	fileOffset int64
 	cp         *Checkpoint
+	workers    int // frames decoded at once; 0 means the default
 }
 
 func newImageReader(rc io.ReadCloser, d v1.Descriptor, info ImageInfo, start imageStart,
@@ -151,16 +152,12 @@ func newImageReader(rc io.ReadCloser, d v1.Descriptor, info ImageInfo, start ima
 		}
 		cr.n, uoff, frame = cp.Compressed, cp.Uncompressed, cp.Frame
 	}
-	ahead := chunksInAhead
+	r.wg.Add(1)
 	if info.ChunkSize > 0 {
-		// Frames are large: the workers are the look-ahead.
-		ahead = 1
-		r.out = make(chan chunk, ahead)
-	}
-	decoded := make(chan chunk, ahead)
-	r.wg.Add(2)
-	if info.ChunkSize > 0 {
-		go r.decodeFrames(cr, frame, decoded)
+		// Frames are large: the decoding workers are all the look-ahead
+		// needed, and the frame collector hashes them itself.
+		r.out = make(chan chunk)
+		go r.decodeFrames(cr, uh, uoff, frame, start.workers)
 	} else {
 		dec, err := zstd.NewReader(cr,
 			zstd.WithDecoderMaxWindow(MaxWindowSize),
@@ -170,9 +167,11 @@ func newImageReader(rc io.ReadCloser, d v1.Descriptor, info ImageInfo, start ima
 		if err != nil {
 			return nil, fmt.Errorf("start zstd decoder: %w", err)
 		}
+		decoded := make(chan chunk, chunksInAhead)
+		r.wg.Add(1)
 		go r.decodeStream(dec, cr, decoded)
+		go r.hash(cr, uh, uoff, decoded)
 	}
-	go r.hash(cr, uh, uoff, decoded)
 	return r, nil
 }
 
@@ -243,10 +242,12 @@ type frameJob struct {
 
 // decodeFrames reads the layer frame by frame, as its frame table says,
 // and decompresses frames in parallel, handing them on in order.
-func (r *ImageReader) decodeFrames(cr *hashCounter, first int, out chan<- chunk) {
+func (r *ImageReader) decodeFrames(cr *hashCounter, uh hash.Hash, n int64, first, workers int) {
 	defer r.wg.Done()
-	defer close(out)
-	workers := min(runtime.GOMAXPROCS(0), MaxConcurrency)
+	defer close(r.out)
+	if workers <= 0 {
+		workers = min(runtime.GOMAXPROCS(0), MaxConcurrency)
+	}
 	dec, err := zstd.NewReader(nil,
 		zstd.WithDecoderMaxWindow(MaxWindowSize),
 		// Output is bounded by the destination buffers (cap limit);
@@ -256,7 +257,7 @@ func (r *ImageReader) decodeFrames(cr *hashCounter, first int, out chan<- chunk)
 		zstd.WithDecodeAllCapLimit(true),
 	)
 	if err != nil {
-		r.send(out, chunk{err: fmt.Errorf("start zstd decoder: %w", err)})
+		r.send(r.out, chunk{err: fmt.Errorf("start zstd decoder: %w", err)})
 		return
 	}
 	defer dec.Close()
@@ -267,10 +268,6 @@ func (r *ImageReader) decodeFrames(cr *hashCounter, first int, out chan<- chunk)
 		b := make([]byte, 0, r.Info.ChunkSize)
 		return &b
 	}
-	compPool := sync.Pool{New: func() any {
-		b := make([]byte, 0, r.Info.ChunkSize+maxFrameOverhead)
-		return &b
-	}}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -278,7 +275,7 @@ func (r *ImageReader) decodeFrames(cr *hashCounter, first int, out chan<- chunk)
 			defer wg.Done()
 			for j := range jobs {
 				r.decodeFrame(dec, j)
-				compPool.Put(j.comp)
+				j.comp = nil
 				close(j.done)
 			}
 		}()
@@ -287,8 +284,10 @@ func (r *ImageReader) decodeFrames(cr *hashCounter, first int, out chan<- chunk)
 		defer close(order)
 		defer close(jobs)
 		for k := first; k < len(r.Info.Frames); k++ {
-			comp := compPool.Get().(*[]byte)
-			*comp = (*comp)[:r.Info.Frames[k]]
+			// Compressed frames are read into buffers of their own size,
+			// most of them far smaller than a chunk.
+			b := make([]byte, r.Info.Frames[k])
+			comp := &b
 			if _, err := io.ReadFull(cr, *comp); err != nil {
 				j := &frameJob{k: k, done: make(chan struct{})}
 				j.out = chunk{err: r.fail(ErrTruncated, "layer ends in frame %d after %d bytes: %v",
@@ -313,16 +312,16 @@ func (r *ImageReader) decodeFrames(cr *hashCounter, first int, out chan<- chunk)
 	defer wg.Wait()
 	for j := range order {
 		<-j.done
-		c := j.out
-		if !r.send(out, c) || c.err != nil {
+		if !r.hashOne(j.out, cr, uh, &n) {
 			// Drain so the feeder and workers can stop.
 			for j := range order {
 				<-j.done
+				j.out.release()
 			}
 			return
 		}
 	}
-	r.send(out, chunk{err: io.EOF, frame: -1})
+	r.hashOne(chunk{err: io.EOF, frame: -1}, cr, uh, &n)
 }
 
 // decodeFrame decompresses frame j.k, which must give exactly the frame's
@@ -361,37 +360,45 @@ func (r *ImageReader) decodeError(cr *hashCounter, err error) error {
 	return r.fail(ErrInvalidBundle, "decompress: %v", err)
 }
 
-// hash hashes chunks in order, notes a checkpoint after every frame and,
-// at the end of the image, replaces io.EOF with the verdict of check.
+// hash hashes the chunks of a stream-decoded image in order.
 func (r *ImageReader) hash(cr *hashCounter, uh hash.Hash, n int64, in <-chan chunk) {
 	defer r.wg.Done()
 	defer close(r.out)
 	for c := range in {
-		if n+int64(c.n) > r.Info.Size {
-			c = chunk{err: r.fail(ErrDigestMismatch,
-				"decompresses to more than its declared %d bytes", r.Info.Size)}
-		} else if c.n > 0 {
-			uh.Write((*c.buf)[:c.n])
-			n += int64(c.n)
-		}
-		if c.err == nil && c.frame >= 0 && c.compState != nil {
-			c.cp = &Checkpoint{
-				Image:            r.Index,
-				Frame:            c.frame + 1,
-				Compressed:       r.framesBefore(c.frame + 1),
-				Uncompressed:     n,
-				FileOffset:       r.FileOffset,
-				CompressedHash:   c.compState,
-				UncompressedHash: saveHash(uh),
-			}
-		}
-		if errors.Is(c.err, io.EOF) {
-			c.err = r.check(cr, uh, n)
-		}
-		if !r.send(r.out, c) || c.err != nil {
+		if !r.hashOne(c, cr, uh, &n) {
 			return
 		}
 	}
+}
+
+// hashOne hashes chunk c, notes a checkpoint after a frame and, at the
+// end of the image, replaces io.EOF with the verdict of check; then it
+// hands c to the caller. It returns false when nothing more is to be
+// sent.
+func (r *ImageReader) hashOne(c chunk, cr *hashCounter, uh hash.Hash, n *int64) bool {
+	if *n+int64(c.n) > r.Info.Size {
+		c.release()
+		c = chunk{err: r.fail(ErrDigestMismatch,
+			"decompresses to more than its declared %d bytes", r.Info.Size)}
+	} else if c.n > 0 {
+		uh.Write((*c.buf)[:c.n])
+		*n += int64(c.n)
+	}
+	if c.err == nil && c.frame >= 0 && c.compState != nil {
+		c.cp = &Checkpoint{
+			Image:            r.Index,
+			Frame:            c.frame + 1,
+			Compressed:       r.framesBefore(c.frame + 1),
+			Uncompressed:     *n,
+			FileOffset:       r.FileOffset,
+			CompressedHash:   c.compState,
+			UncompressedHash: saveHash(uh),
+		}
+	}
+	if errors.Is(c.err, io.EOF) {
+		c.err = r.check(cr, uh, *n)
+	}
+	return r.send(r.out, c) && c.err == nil
 }
 
 // framesBefore returns the compressed size of the first k frames.

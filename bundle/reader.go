@@ -33,6 +33,7 @@ type Bundle struct {
 	next     int
 	current  *ImageReader
 	progress func(int64)
+	workers  int
 }
 
 // layerSource yields compressed layers in manifest order.
@@ -55,7 +56,13 @@ type layerSource interface {
 type Options struct {
 	// Progress, when set, is called with the number of compressed image
 	// bytes consumed, as they are consumed. Bundle.LayerSize is the total.
+	// It may be called from another goroutine than the reader's.
 	Progress func(n int64)
+
+	// Concurrency is the number of frames decompressed at once; each
+	// holds up to a chunk (4 MiB) in memory. Zero means GOMAXPROCS, at
+	// most MaxConcurrency. Memory-constrained agents use 1.
+	Concurrency int
 }
 
 // Open opens a .rota file and reads and checks its metadata. It does not
@@ -90,7 +97,7 @@ func openStream(r io.Reader, c io.Closer, opts Options) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Bundle{meta: m, src: ts, progress: opts.Progress}, nil
+	return &Bundle{meta: m, src: ts, progress: opts.Progress, workers: opts.Concurrency}, nil
 }
 
 // Digest returns the digest of the bundle manifest, the bundle's identity.
@@ -158,7 +165,7 @@ func (b *Bundle) NextImage(ctx context.Context) (*ImageReader, error) {
 			b.meta.config.Images[i].Class, b.Digest(), err)
 	}
 	ir, err := newImageReader(rc, d, b.meta.config.Images[i],
-		imageStart{index: i, fileOffset: b.src.offset()}, b.progress)
+		imageStart{index: i, fileOffset: b.src.offset(), workers: b.workers}, b.progress)
 	if err != nil {
 		rc.Close()
 		return nil, err

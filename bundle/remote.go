@@ -62,7 +62,7 @@ func OpenRemote(ctx context.Context, ref string, opts RemoteOptions) (*Bundle, e
 		return nil, fmt.Errorf("open bundle %s: %w", ref, err)
 	}
 	src := &remoteSource{repo: r.Context(), opts: ropts}
-	return &Bundle{meta: m, src: src, progress: opts.Progress}, nil
+	return &Bundle{meta: m, src: src, progress: opts.Progress, workers: opts.Concurrency}, nil
 }
 
 func fetchMetadata(r name.Reference, opts []remote.Option) (*metadata, error) {

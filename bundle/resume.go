@@ -32,7 +32,8 @@ func (b *Bundle) ResumeImage(ctx context.Context, cp *Checkpoint, rest io.Reader
 	remaining := d.Size - cp.Compressed
 	rc := io.NopCloser(&tarEntryReader{r: io.LimitReader(rest, remaining)})
 	ir, err := newImageReader(rc, d, info,
-		imageStart{index: cp.Image, fileOffset: cp.FileOffset, cp: cp}, b.progress)
+		imageStart{index: cp.Image, fileOffset: cp.FileOffset, cp: cp, workers: b.workers},
+		b.progress)
 	if err != nil {
 		return nil, fmt.Errorf("resume image %s of bundle %s: %w", info.Class, b.Digest(), err)
 	}

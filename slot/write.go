@@ -82,6 +82,12 @@ type WriteOptions struct {
 	// reads the whole image back, still can. Zero means a full write.
 	Offset int64
 
+	// StreamVerified says that r checks the image against SHA256 itself
+	// and fails rather than end a wrong image, as a bundle.ImageReader
+	// does, so the writer does not hash the stream a second time. It
+	// requires SHA256.
+	StreamVerified bool
+
 	// Synced, if not nil, is called after each flush to the device with
 	// the number of image bytes (counted from the image's start) that are
 	// now durable. Installers record resume points there.
@@ -168,8 +174,11 @@ func (sys *System) writeImage(ctx context.Context, s *Slot, r io.Reader, size in
 			return WriteResult{}, fmt.Errorf("seek %s: %w", path, err)
 		}
 	}
+	if opts.StreamVerified && want == "" {
+		return WriteResult{}, errors.New("a verified stream needs the expected sha256")
+	}
 	w := &imageWriter{f: f, direct: direct, sync: opts.SyncInterval, progress: opts.Progress,
-		synced: opts.Synced, written: opts.Offset}
+		synced: opts.Synced, written: opts.Offset, nohash: opts.StreamVerified}
 	if w.sync <= 0 {
 		w.sync = DefaultSyncInterval
 	}
@@ -193,7 +202,7 @@ func (sys *System) writeImage(ctx context.Context, s *Slot, r io.Reader, size in
 	}
 
 	res := WriteResult{Size: size, SHA256: hex.EncodeToString(sum)}
-	if opts.Offset > 0 {
+	if opts.Offset > 0 || opts.StreamVerified {
 		// Only the tail was streamed; the image's digest is the expected
 		// one, confirmed below when Verify reads the whole slot back.
 		res.SHA256 = want
@@ -373,6 +382,7 @@ type imageWriter struct {
 	sync     int64
 	progress func(int64)
 	synced   func(int64)
+	nohash   bool // the reader verifies the image itself
 
 	written  int64
 	unsynced int64
@@ -395,7 +405,9 @@ func (w *imageWriter) copy(ctx context.Context, r io.Reader, size int64) ([]byte
 		if err != nil {
 			return nil, fmt.Errorf("read image: %w", err)
 		}
-		h.Write(chunk)
+		if !w.nohash {
+			h.Write(chunk)
+		}
 		if err := w.write(chunk); err != nil {
 			return nil, err
 		}
