@@ -48,6 +48,7 @@ fuzz:
 
 bench:
 	./scripts/bench.sh $(BENCHDIR)
+	./scripts/bench-install.sh $(BENCHDIR)
 
 demo:
 	./scripts/demo.sh

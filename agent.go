@@ -2,14 +2,17 @@ package rota
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rotaupdate/rota/bundle"
@@ -59,6 +62,13 @@ const (
 	// ApprovalFile, created in the data directory, approves the reboot
 	// into an update installed with RequireApproval.
 	ApprovalFile = "approve-reboot"
+
+	// agentIDFile, in the data directory, holds a random name for this
+	// installation of the agent, created on its first start.
+	agentIDFile = "agent-id"
+
+	// maxAgentIDSize caps the agent ID read back.
+	maxAgentIDSize = 64
 )
 
 // AgentOptions configures an Agent. System, Server, Keyring and Rebooter
@@ -137,6 +147,7 @@ type AgentOptions struct {
 type Agent struct {
 	o    AgentOptions
 	dir  string
+	id   string // salts report IDs; see report
 	log  *slog.Logger
 	tail *logTail
 }
@@ -174,13 +185,43 @@ func NewAgent(opts AgentOptions) (*Agent, error) {
 	if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("new agent: %w", err)
 	}
+	id, err := loadOrCreateAgentID(opts.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("new agent: %w", err)
+	}
 	tail := newLogTail(poll.MaxLogLines)
 	base := opts.Logger
 	if base == nil {
 		base = slog.New(slog.DiscardHandler)
 	}
 	log := slog.New(tail.wrap(base.Handler()))
-	return &Agent{o: opts, dir: opts.DataDir, log: log, tail: tail}, nil
+	return &Agent{o: opts, dir: opts.DataDir, id: id, log: log, tail: tail}, nil
+}
+
+// loadOrCreateAgentID returns the agent ID kept in dir, creating it the
+// first time. A file that cannot be an ID is replaced.
+func loadOrCreateAgentID(dir string) (string, error) {
+	p := filepath.Join(dir, agentIDFile)
+	f, err := os.Open(p)
+	if err == nil {
+		b, rerr := io.ReadAll(io.LimitReader(f, maxAgentIDSize+1))
+		f.Close()
+		id := strings.TrimSpace(string(b))
+		if rerr == nil && id != "" && len(b) <= maxAgentIDSize {
+			return id, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read agent id %s: %w", p, err)
+	}
+	id := rand.Text()
+	err = bundle.WriteFileAtomic(p, func(w io.Writer) error {
+		_, err := io.WriteString(w, id+"\n")
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("create agent id: %w", err)
+	}
+	return id, nil
 }
 
 // Journal returns the agent's persisted state.
@@ -234,8 +275,13 @@ func (a *Agent) Step(ctx context.Context) (time.Duration, error) {
 	return a.o.RetryWait, fmt.Errorf("%w: unknown state %q", ErrCorruptJournal, j.State)
 }
 
+// gatedEnter lists the states whose enter hooks run right before the
+// state's work, where a failing hook postpones it (see poll and reboot),
+// rather than on the transition.
+var gatedEnter = map[AgentState]bool{StateInstall: true, StateReboot: true, StateRollback: true}
+
 // transition runs the leave hooks of the old state, persists next, then
-// runs the enter hooks of the new one.
+// runs the enter hooks of the new one unless they are gated.
 func (a *Agent) transition(ctx context.Context, from AgentState, next *Journal) error {
 	if from != next.State {
 		a.hook(ctx, string(from)+".leave", next)
@@ -245,6 +291,9 @@ func (a *Agent) transition(ctx context.Context, from AgentState, next *Journal) 
 	}
 	a.log.Info("agent state", "state", string(next.State), "deployment", next.Deployment,
 		"version", next.Version)
+	if from != next.State && !gatedEnter[next.State] {
+		a.hook(ctx, string(next.State)+".enter", next)
+	}
 	return nil
 }
 
@@ -261,14 +310,17 @@ func (a *Agent) hook(ctx context.Context, name string, j *Journal) error {
 	return err
 }
 
-// report sends a report whose ID depends only on the deployment, state
-// and attempt, so a report repeated after a restart counts once.
+// report sends a report whose ID depends only on the agent ID, the
+// deployment, state and attempt, so a report repeated after a restart
+// counts once, while the same report from another device, which the
+// server must keep too, has another ID.
 func (a *Agent) report(ctx context.Context, j *Journal, state poll.ReportState, msg string,
 	progress *poll.Progress) error {
 	if j.Deployment == "" {
 		return nil
 	}
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d", j.Deployment, state, j.Attempt))
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%d", a.id, j.Deployment, state,
+		j.Attempt))
 	r := poll.Report{
 		ID:       hex.EncodeToString(sum[:16]),
 		State:    state,
@@ -362,6 +414,9 @@ func (a *Agent) poll(ctx context.Context, j *Journal) (time.Duration, error) {
 // install downloads and streams the update into the passive slots,
 // resuming at the journal's checkpoint.
 func (a *Agent) install(ctx context.Context, j *Journal) (time.Duration, error) {
+	if moved, wait, err := a.bootedElsewhere(ctx, j); moved {
+		return wait, err
+	}
 	if err := a.report(ctx, j, poll.ReportDownloading, "", nil); err != nil {
 		a.log.Warn("report", "err", err)
 	}
@@ -385,6 +440,39 @@ func (a *Agent) install(ctx context.Context, j *Journal) (time.Duration, error) 
 		return a.o.RetryWait, serr
 	}
 	return a.o.RetryWait, err
+}
+
+// bootedElsewhere handles an install whose device no longer runs the slot
+// the install began on. That happens when the power fails after Install
+// activated the new slot and before the journal recorded it: the boot
+// loader tries the new slot, which is complete, so it is verified as
+// after a planned reboot. Installing now would write the slot the device
+// falls back to. It reports whether it moved the agent on.
+func (a *Agent) bootedElsewhere(ctx context.Context, j *Journal) (bool, time.Duration, error) {
+	if j.From == "" {
+		return false, 0, nil
+	}
+	st, err := a.o.System.Status(ctx)
+	if err != nil {
+		return true, a.o.RetryWait, err
+	}
+	for _, s := range st.Slots {
+		if !s.Booted || s.Parent != "" || s.Name == j.From {
+			continue
+		}
+		if in := s.Install; in != nil && in.State == slot.StateInstalled && in.Digest == j.Digest {
+			next := *j
+			next.State, next.Target, next.Checkpoint = StateVerify, s.Name, nil
+			if err := a.transition(ctx, j.State, &next); err != nil {
+				return true, a.o.RetryWait, err
+			}
+			return true, 0, nil
+		}
+		wait, err := a.finish(ctx, j, poll.ReportFailure,
+			fmt.Sprintf("the device left slot %s for %s during the install", j.From, s.Name))
+		return true, wait, err
+	}
+	return false, 0, nil
 }
 
 // permanent reports whether an install error will not go away by trying

@@ -188,6 +188,11 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("rota-client started", "version", rota.Version, "server", d.cfg.Server)
 	if err := admit(ctx, client, log, *once); err != nil {
+		if ctx.Err() != nil {
+			// Stopped while waiting for admission, as by systemctl stop.
+			log.Info("rota-client stopped")
+			return nil
+		}
 		return err
 	}
 	sendInventory(ctx, client, d.cfg.InventoryDir, log)
@@ -374,6 +379,15 @@ func runApprove(args []string, stdout, stderr io.Writer) error {
 	d, err := openDevice(*configPath, nil)
 	if err != nil {
 		return err
+	}
+	// An approval left behind would let the next held update through
+	// unapproved, so only an update that waits now can be approved.
+	j, err := loadAgentJournal(d.sysCfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if j.State != rota.StateApproval {
+		return fmt.Errorf("approve: no update waits for approval (agent state %s)", j.State)
 	}
 	p := filepath.Join(d.sysCfg.DataDir, rota.ApprovalFile)
 	if err := os.WriteFile(p, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
