@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rotaupdate/rota/bundle"
@@ -129,6 +130,11 @@ type AgentOptions struct {
 	// means DefaultMaxInstallAttempts.
 	MaxInstallAttempts int
 
+	// DecodeConcurrency is the number of bundle frames decompressed at
+	// once, each holding up to 4 MiB; zero means 1, to keep the agent's
+	// memory small.
+	DecodeConcurrency int
+
 	// SyncInterval is the number of bytes between slot flushes and so
 	// between resume points; zero means slot.DefaultSyncInterval.
 	SyncInterval int64
@@ -181,6 +187,9 @@ func NewAgent(opts AgentOptions) (*Agent, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.DecodeConcurrency <= 0 {
+		opts.DecodeConcurrency = 1
 	}
 	if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("new agent: %w", err)
@@ -319,8 +328,12 @@ func (a *Agent) report(ctx context.Context, j *Journal, state poll.ReportState, 
 	if j.Deployment == "" {
 		return nil
 	}
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%d", a.id, j.Deployment, state,
-		j.Attempt))
+	key := fmt.Sprintf("%s\x00%s\x00%s\x00%d", a.id, j.Deployment, state, j.Attempt)
+	if progress != nil {
+		// Each progress step is a report of its own.
+		key += fmt.Sprintf("\x00%d", progress.Done)
+	}
+	sum := sha256.Sum256([]byte(key))
 	r := poll.Report{
 		ID:       hex.EncodeToString(sum[:16]),
 		State:    state,
@@ -502,7 +515,9 @@ func (a *Agent) installOnce(ctx context.Context, j *Journal) (*InstallResult, er
 		return nil, err
 	}
 	defer body.Close()
-	b, err := bundle.OpenReader(body, bundle.Options{})
+	// One frame decoded at a time keeps the agent's memory small; the
+	// decoder still outruns most storage.
+	b, err := bundle.OpenReader(body, bundle.Options{Concurrency: a.o.DecodeConcurrency})
 	if err != nil {
 		return nil, err
 	}
@@ -546,7 +561,9 @@ func (a *Agent) installOnce(ctx context.Context, j *Journal) (*InstallResult, er
 	if err := a.report(ctx, j, poll.ReportInstalling, "", nil); err != nil {
 		a.log.Warn("report", "err", err)
 	}
+	stop := a.reportProgress(ctx, j, b, &opts)
 	res, err := Install(ctx, a.o.System, b, opts)
+	stop()
 	if err != nil && opts.Resume != nil && errors.Is(err, bundle.ErrInvalidBundle) {
 		// A checkpoint that no longer fits: start this image again.
 		next := *j
@@ -554,6 +571,58 @@ func (a *Agent) installOnce(ctx context.Context, j *Journal) (*InstallResult, er
 		saveJournal(a.dir, &next)
 	}
 	return res, err
+}
+
+// DefaultProgressInterval is how often the agent reports how far an
+// install has come.
+const DefaultProgressInterval = 10 * time.Second
+
+// reportProgress reports the install's progress every
+// DefaultProgressInterval from its own goroutine, so that a slow server
+// never slows the install, until the returned stop is called.
+func (a *Agent) reportProgress(ctx context.Context, j *Journal, b *bundle.Bundle,
+	opts *InstallOptions) (stop func()) {
+	cfg := b.Config()
+	var total int64
+	for _, im := range cfg.Images {
+		total += im.Size
+	}
+	// The install rewrites *j as it goes; the reporter keeps its own copy.
+	jc := *j
+	var done atomic.Int64
+	var before int64 // bytes of images finished earlier
+	var lastClass string
+	opts.Progress = func(class string, written, size int64) {
+		if class != lastClass {
+			if lastClass != "" {
+				before += cfg.Image(lastClass).Size
+			}
+			lastClass = class
+		}
+		done.Store(before + written)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(DefaultProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				p := &poll.Progress{Done: done.Load(), Total: total}
+				if err := a.report(ctx, &jc, poll.ReportInstalling, "", p); err != nil {
+					a.log.Debug("report progress", "err", err)
+				}
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-finished
+	}
 }
 
 // installed moves on after a successful install: to approval, or to the

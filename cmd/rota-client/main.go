@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -30,7 +31,15 @@ import (
 	"github.com/rotaupdate/rota/slot"
 )
 
+// DefaultMemoryLimit is the Go memory limit rota-client sets unless
+// GOMEMLIMIT is set: it keeps the collector tight so that the agent's
+// resident memory stays small on small devices.
+const DefaultMemoryLimit = 20 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(DefaultMemoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -195,7 +204,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		return err
 	}
-	sendInventory(ctx, client, d.cfg.InventoryDir, log)
+	sendInventory(ctx, client, d.cfg.InventoryDir, d.sysCfg.DataDir, log)
 	if *once {
 		return runOnce(ctx, agent)
 	}
@@ -242,8 +251,8 @@ func admit(ctx context.Context, c *poll.Client, log *slog.Logger, once bool) err
 	}
 }
 
-func sendInventory(ctx context.Context, c *poll.Client, dir string, log *slog.Logger) {
-	inv, err := poll.CollectInventory(ctx, dir)
+func sendInventory(ctx context.Context, c *poll.Client, dir, dataDir string, log *slog.Logger) {
+	inv, err := poll.Collector{ScriptDir: dir, DataDir: dataDir}.Collect(ctx)
 	if err != nil {
 		log.Warn("collect inventory", "err", err)
 	}
