@@ -262,12 +262,17 @@ func (r *ImageReader) decodeFrames(cr *hashCounter, uh hash.Hash, n int64, first
 	}
 	defer dec.Close()
 
-	jobs := make(chan *frameJob)
-	order := make(chan *frameJob, workers)
 	r.framePool.New = func() any {
 		b := make([]byte, 0, r.Info.ChunkSize)
 		return &b
 	}
+	if workers == 1 {
+		r.decodeFramesInOrder(dec, cr, uh, n, first)
+		return
+	}
+
+	jobs := make(chan *frameJob)
+	order := make(chan *frameJob, workers)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -318,6 +323,28 @@ func (r *ImageReader) decodeFrames(cr *hashCounter, uh hash.Hash, n int64, first
 				<-j.done
 				j.out.release()
 			}
+			return
+		}
+	}
+	r.hashOne(chunk{err: io.EOF, frame: -1}, cr, uh, &n)
+}
+
+// decodeFramesInOrder is decodeFrames with one worker: it reads, decodes
+// and hashes each frame in turn in this goroutine, so that no more than
+// two frames (this one and the caller's) are in memory.
+func (r *ImageReader) decodeFramesInOrder(dec *zstd.Decoder, cr *hashCounter, uh hash.Hash,
+	n int64, first int) {
+	for k := first; k < len(r.Info.Frames); k++ {
+		comp := make([]byte, r.Info.Frames[k])
+		if _, err := io.ReadFull(cr, comp); err != nil {
+			r.hashOne(chunk{err: r.fail(ErrTruncated, "layer ends in frame %d after %d bytes: %v",
+				k, cr.n, err)}, cr, uh, &n)
+			return
+		}
+		j := &frameJob{k: k, comp: &comp}
+		j.out.compState = saveHash(cr.h)
+		r.decodeFrame(dec, j)
+		if !r.hashOne(j.out, cr, uh, &n) {
 			return
 		}
 	}

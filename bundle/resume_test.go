@@ -196,3 +196,21 @@ func TestFrames_HostileTables(t *testing.T) {
 		})
 	}
 }
+
+func TestImageReader_OneWorkerReadsFramesInOrder(t *testing.T) {
+	ctx := context.Background()
+	raw, rootfs, boot, kr := framedBundle(t)
+	b, err := OpenReader(bytes.NewReader(raw), Options{Concurrency: 1})
+	require.NoError(t, err)
+	defer b.Close()
+	_, err = b.Verify(kr)
+	require.NoError(t, err)
+	for _, want := range [][]byte{rootfs, boot} {
+		ir, err := b.NextImage(ctx)
+		require.NoError(t, err)
+		got, err := io.ReadAll(ir)
+		require.NoError(t, err)
+		require.True(t, bytes.Equal(want, got))
+		require.NotNil(t, ir.Checkpoint(ir.Info.Size), "checkpoints come with one worker too")
+	}
+}
