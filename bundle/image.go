@@ -156,7 +156,14 @@ func newImageReader(rc io.ReadCloser, d v1.Descriptor, info ImageInfo, start ima
 	if info.ChunkSize > 0 {
 		// Frames are large: the decoding workers are all the look-ahead
 		// needed, and the frame collector hashes them itself.
-		r.out = make(chan chunk)
+		// With one worker (a memory-frugal agent) the hand-off is
+		// unbuffered; otherwise one frame waits, so that hashing the next
+		// frame overlaps with the caller writing this one.
+		ahead := 1
+		if start.workers == 1 {
+			ahead = 0
+		}
+		r.out = make(chan chunk, ahead)
 		go r.decodeFrames(cr, uh, uoff, frame, start.workers)
 	} else {
 		dec, err := zstd.NewReader(cr,
