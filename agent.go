@@ -433,6 +433,7 @@ func (a *Agent) install(ctx context.Context, j *Journal) (time.Duration, error) 
 	if err := a.report(ctx, j, poll.ReportDownloading, "", nil); err != nil {
 		a.log.Warn("report", "err", err)
 	}
+	before := j.Checkpoint
 	res, err := a.installOnce(ctx, j)
 	if err == nil {
 		return a.installed(ctx, j, res)
@@ -447,12 +448,30 @@ func (a *Agent) install(ctx context.Context, j *Journal) (time.Duration, error) 
 	}
 	a.log.Warn("install interrupted; will resume", "deployment", j.Deployment,
 		"attempt", j.Attempt, "err", err)
+	// An attempt that moved the install forward does not count against
+	// the limit: a slow, flaky network still gets the update through.
 	next := *j
-	next.Attempt++
+	if progressed(before, j.Checkpoint) {
+		a.log.Info("install made progress; resuming", "deployment", j.Deployment)
+	} else {
+		next.Attempt++
+	}
 	if serr := saveJournal(a.dir, &next); serr != nil {
 		return a.o.RetryWait, serr
 	}
 	return a.o.RetryWait, err
+}
+
+// progressed reports whether checkpoint after lies beyond before.
+func progressed(before, after *bundle.Checkpoint) bool {
+	switch {
+	case after == nil:
+		return false
+	case before == nil:
+		return true
+	}
+	return after.Image > before.Image ||
+		after.Image == before.Image && after.Uncompressed > before.Uncompressed
 }
 
 // bootedElsewhere handles an install whose device no longer runs the slot
