@@ -113,9 +113,10 @@ type WriteResult struct {
 // WriteImage streams size bytes from r into slot s and flushes them to
 // the device. It refuses, before writing anything, a slot of the booted
 // group (ErrBootedSlot), a mounted slot (ErrMounted), and an image larger
-// than the slot (ErrTooLarge). Block devices are written with O_DIRECT
-// when they allow it, anything else through the page cache with periodic
-// flushes. A regular-file slot is written in place; when it has no
+// than the slot (ErrTooLarge). Slots are written with O_DIRECT where the
+// device or file system allows it, otherwise through the page cache; in
+// both cases the slot is flushed every SyncInterval bytes and at the end.
+// A regular-file slot is written in place; when it has no
 // configured size it is then cut to the image's size, so that reading it
 // yields exactly the image. Call BeginInstall first: a failed or cut
 // write leaves the slot's content undefined.
