@@ -6,8 +6,8 @@
 #
 # Every tool writes a durable file (ROTA fsyncs its output; the zstd runs
 # are followed by `sync FILE`), input files are read once first so that
-# each run reads from the page cache, and each figure is the median of
-# RUNS runs. Results are printed as a Markdown table for
+# each run reads from the page cache, dirty pages are flushed before each
+# run, ROTA and zstd alternate, and each figure is the median of RUNS runs. Results are printed as a Markdown table for
 # docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,28 +34,49 @@ fi
 cd "$work"
 [ -f k.key ] || "$rota" key generate --out k >/dev/null
 
-# measure NAME CMD...: run CMD $runs times; print "NAME wall_s rss_kib"
+# once CMD: run CMD once after flushing dirty pages, so that no run pays
+# for the writeback of the one before; print "wall_s rss_kib".
+once() {
+  sync
+  /usr/bin/time -f "%e %M" -o time.out bash -c "$1" >/dev/null 2>&1
+  cat time.out
+}
+
+median() { sort -g | sed -n "$(( (runs + 1) / 2 ))p"; }
+
+# measure NAME CMD: run CMD $runs times; print "NAME wall_s rss_kib"
 # (medians).
 measure() {
-  local name=$1; shift
-  local walls=() rss=()
-  for _ in $(seq "$runs"); do
-    /usr/bin/time -f "%e %M" -o time.out bash -c "$*" >/dev/null 2>&1
-    read -r w m <time.out
-    walls+=("$w"); rss+=("$m")
+  local out
+  out=$(for _ in $(seq "$runs"); do once "$2"; done)
+  printf '%s %s %s\n' "$1" "$(cut -d' ' -f1 <<<"$out" | median)" \
+    "$(cut -d' ' -f2 <<<"$out" | median)"
+}
+
+# pair NAME_A CMD_A NAME_B CMD_B: like measure for both, alternating A
+# and B (and which goes first) so that both see the same machine.
+pair() {
+  local a="" b="" i
+  for i in $(seq "$runs"); do
+    if (( i % 2 )); then
+      a+="$(once "$2")"$'\n'; b+="$(once "$4")"$'\n'
+    else
+      b+="$(once "$4")"$'\n'; a+="$(once "$2")"$'\n'
+    fi
   done
-  printf '%s %s %s\n' "$name" \
-    "$(printf '%s\n' "${walls[@]}" | sort -g | sed -n "$(( (runs + 1) / 2 ))p")" \
-    "$(printf '%s\n' "${rss[@]}" | sort -g | sed -n "$(( (runs + 1) / 2 ))p")"
+  printf '%s %s %s\n' "$1" "$(grep . <<<"$a" | cut -d' ' -f1 | median)" \
+    "$(grep . <<<"$a" | cut -d' ' -f2 | median)"
+  printf '%s %s %s\n' "$3" "$(grep . <<<"$b" | cut -d' ' -f1 | median)" \
+    "$(grep . <<<"$b" | cut -d' ' -f2 | median)"
 }
 
 cat "$img" "$big" >/dev/null
 {
-  measure zstd-create "zstd -3 -T0 -q -f '$img' -o z.zst && sync z.zst"
-  measure rota-create "'$rota' bundle create --compatible bench --version 1.0.0 \
-    --slot rootfs='$img' --key k.key -o b.rota"
-  measure zstd-extract "zstd -d -q -f z.zst -o z.out && sync z.out"
-  measure rota-extract "'$rota' bundle extract --keyring k.pub b.rota --slot rootfs -o b.out"
+  pair zstd-create "zstd -3 -T0 -q -f '$img' -o z.zst && sync z.zst" \
+    rota-create "'$rota' bundle create --compatible bench --version 1.0.0 \
+      --slot rootfs='$img' --key k.key -o b.rota"
+  pair zstd-extract "zstd -d -q -f z.zst -o z.out && sync z.out" \
+    rota-extract "'$rota' bundle extract --keyring k.pub b.rota --slot rootfs -o b.out"
   measure rota-verify-meta "'$rota' bundle verify --metadata-only --keyring k.pub b.rota"
   measure rota-create-4g "'$rota' bundle create --compatible bench --version 1.0.0 \
     --slot rootfs='$big' --key k.key -o big.rota"
