@@ -389,6 +389,11 @@ func (a *Agent) poll(ctx context.Context, j *Journal) (time.Duration, error) {
 	if err != nil {
 		return a.o.RetryWait, err
 	}
+	if booted != nil && booted.Boot != slot.BootGood {
+		if wait, err := a.confirmBoot(ctx, booted); err != nil {
+			return wait, err
+		}
+	}
 	resp, err := a.o.Server.Check(ctx, req)
 	if err != nil {
 		return a.o.RetryWait, err
@@ -421,6 +426,46 @@ func (a *Agent) poll(ctx context.Context, j *Journal) (time.Duration, error) {
 	if err := a.transition(ctx, StateIdle, next); err != nil {
 		return a.o.RetryWait, err
 	}
+	return 0, nil
+}
+
+// confirmBoot runs when the agent is idle on a slot the boot loader does
+// not count as good: boot schemes such as GRUB's and U-Boot's spend a try
+// on every boot, so a system that booted must confirm itself, or a few
+// plain reboots later the boot loader would fall back. The health checks
+// decide, as after an update: pass, and the slot is marked good; fail,
+// and it is marked bad and the device reboots into the other slot.
+func (a *Agent) confirmBoot(ctx context.Context, booted *slot.SlotStatus) (time.Duration, error) {
+	s, err := a.o.System.Slot(booted.Name)
+	if err != nil {
+		return a.o.RetryWait, err
+	}
+	version := ""
+	if booted.Install != nil {
+		version = booted.Install.Version
+	}
+	err = runDir(ctx, a.o.HealthDir, "", a.o.HealthTimeout, []string{"ROTA_VERSION=" + version})
+	if err == nil && a.o.HealthCheck != nil {
+		err = a.o.HealthCheck(ctx, version)
+	}
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
+	}
+	if err != nil {
+		a.log.Error("the running system failed its health check; falling back", "slot",
+			booted.Name, "err", err)
+		if merr := a.o.System.MarkBad(ctx, s); merr != nil {
+			return a.o.RetryWait, merr
+		}
+		if rerr := a.o.Rebooter.Reboot(ctx); rerr != nil {
+			return a.o.RetryWait, fmt.Errorf("reboot: %w", rerr)
+		}
+		return 0, ErrRebooting
+	}
+	if err := a.o.System.MarkGood(ctx, s); err != nil {
+		return a.o.RetryWait, err
+	}
+	a.log.Info("confirmed the running system", "slot", booted.Name)
 	return 0, nil
 }
 
