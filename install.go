@@ -136,8 +136,6 @@ func Install(ctx context.Context, sys *slot.System, b *bundle.Bundle,
 	cfg := b.Config()
 	info := slot.BundleInfo{Version: cfg.Version, Digest: b.Digest(),
 		Compatible: cfg.Compatible, RollbackIndex: cfg.RollbackIndex}
-	// fail records err on every target whose install began and was not
-	// committed; those slots stay marked bad.
 	// A resumed install begins again only from the interrupted image; the
 	// images before it are committed.
 	start := 0
@@ -146,6 +144,8 @@ func Install(ctx context.Context, sys *slot.System, b *bundle.Bundle,
 	}
 	begun := start
 	res := &InstallResult{Digest: b.Digest(), Version: cfg.Version, Slots: map[string]string{}}
+	// fail records err on every target whose install began and was not
+	// committed; those slots stay marked bad.
 	fail := func(err error) error {
 		for _, t := range targets[start:begun] {
 			if _, done := res.Slots[t.image.Class]; done {
