@@ -1,0 +1,333 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/rotaupdate/rota/internal/store"
+	"github.com/rotaupdate/rota/poll"
+)
+
+// auth admits devices: it verifies the signed payload, refuses replays,
+// registers unknown keys as pending and gives accepted devices a token.
+func (a *deviceAPI) auth(w http.ResponseWriter, r *http.Request) {
+	var req poll.AuthRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	now := a.cfg.Now()
+	p, pub, err := req.Verify(now)
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	keyID := poll.KeyID(pub)
+	// TODO(#5): also limit unsigned or badly signed requests, by client
+	// address, which only a proxy in front of the server knows reliably.
+	if a.rateLimited(w, "key:"+keyID) {
+		return
+	}
+	if !a.sessions.useNonce(keyID, p.Nonce, 2*poll.MaxClockSkew, now) {
+		writeProblem(w, http.StatusBadRequest, "nonce already used: request replayed")
+		return
+	}
+
+	dev, err := a.admit(r.Context(), keyID, p)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	switch dev.Status {
+	case store.StatusAccepted:
+		expires := now.Add(a.cfg.TokenLifetime).UTC().Truncate(0)
+		token, err := a.sessions.issue(dev.ID, expires, now)
+		if err != nil {
+			a.fail(w, r, fmt.Errorf("issue token for device %s: %w", dev.ID, err))
+			return
+		}
+		writeJSON(w, http.StatusOK, poll.AuthResponse{Status: poll.AuthAccepted,
+			Token: token, ExpiresAt: expires})
+	case store.StatusPending:
+		writeJSON(w, http.StatusAccepted, poll.AuthResponse{Status: poll.AuthPending,
+			RetryAfter: a.pollSeconds()})
+	default:
+		// Rejected and decommissioned devices look the same to a device.
+		writeJSON(w, http.StatusForbidden, poll.AuthResponse{Status: poll.AuthRejected})
+	}
+}
+
+// admit returns the device with keyID, registering it as pending if it
+// is new and accepting it if it is pending and shows the enrollment token.
+func (a *deviceAPI) admit(ctx context.Context, keyID string,
+	p *poll.AuthPayload) (store.Device, error) {
+	dev, err := a.cfg.Store.DeviceByKey(ctx, keyID)
+	if errors.Is(err, store.ErrNotFound) {
+		dev, err = a.cfg.Store.CreateDevice(ctx, store.Device{KeyID: keyID,
+			PublicKeyPEM: p.PublicKey, Identity: p.Identity.Attributes})
+		if errors.Is(err, store.ErrExists) {
+			// Another request of the same device registered it first.
+			dev, err = a.cfg.Store.DeviceByKey(ctx, keyID)
+		} else if err == nil {
+			a.log.InfoContext(ctx, "device registered", "device", dev.ID, "key", keyID)
+		}
+	}
+	if err != nil {
+		return store.Device{}, err
+	}
+	if dev.Status != store.StatusPending || !a.enrolls(p.EnrollmentToken) {
+		return dev, nil
+	}
+	dev, err = a.cfg.Store.SetDeviceStatus(ctx, dev.ID, store.StatusAccepted)
+	if err != nil {
+		return store.Device{}, err
+	}
+	a.log.InfoContext(ctx, "device accepted by enrollment token", "device", dev.ID)
+	return dev, nil
+}
+
+func (a *deviceAPI) enrolls(token string) bool {
+	want := a.cfg.EnrollmentToken
+	return want != "" && subtle.ConstantTimeCompare([]byte(token), []byte(want)) == 1
+}
+
+// device returns the accepted device whose token the request carries, or
+// answers 401, 403 or 429 and returns false.
+func (a *deviceAPI) device(w http.ResponseWriter, r *http.Request) (store.Device, bool) {
+	token, ok := bearerToken(r)
+	var id string
+	if ok {
+		id, ok = a.sessions.lookup(token, a.cfg.Now())
+	}
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="rota"`)
+		writeProblem(w, http.StatusUnauthorized, "missing, unknown or expired token")
+		return store.Device{}, false
+	}
+	if a.rateLimited(w, "device:"+id) {
+		return store.Device{}, false
+	}
+
+	dev, err := a.cfg.Store.Device(r.Context(), id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		a.sessions.revoke(token)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="rota"`)
+		writeProblem(w, http.StatusUnauthorized, "the token's device no longer exists")
+		return store.Device{}, false
+	case err != nil:
+		a.fail(w, r, err)
+		return store.Device{}, false
+	case dev.Status != store.StatusAccepted:
+		// An operator withdrew the admission since the token was issued.
+		a.sessions.revoke(token)
+		writeProblem(w, http.StatusForbidden, "device is "+string(dev.Status))
+		return store.Device{}, false
+	}
+	return dev, true
+}
+
+// check records what the device runs and answers with its update, if
+// any, under a strong ETag of the answer.
+func (a *deviceAPI) check(w http.ResponseWriter, r *http.Request) {
+	dev, ok := a.device(w, r)
+	if !ok {
+		return
+	}
+	var req poll.CheckRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if err := req.Validate(); err != nil {
+		writeProblem(w, http.StatusBadRequest, err.Error())
+		return
+	}
+
+	info := store.CheckInfo{At: a.cfg.Now(), Version: req.Installed.Version,
+		Digest: req.Installed.Digest}
+	if req.Slots != nil {
+		info.Slots, _ = json.Marshal(req.Slots) // plain strings and booleans
+	}
+	if err := a.cfg.Store.RecordCheck(r.Context(), dev.ID, info); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	update, err := a.offer(r.Context(), dev, req.Compatible)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+
+	body, _ := json.Marshal(poll.CheckResponse{Update: update, PollInterval: a.pollSeconds()})
+	sum := sha256.Sum256(body)
+	etag := `"` + hex.EncodeToString(sum[:16]) + `"`
+	w.Header().Set("ETag", etag)
+	if etagMatch(r.Header.Get("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(body)
+}
+
+// offer returns the update the device should install now; nil if none.
+// A device that reports the offered digest installed is still offered
+// it: its agent answers already-installed, which finishes the device's
+// part in the deployment.
+func (a *deviceAPI) offer(ctx context.Context, dev store.Device,
+	compatible string) (*poll.Update, error) {
+	dd, dep, rel, err := a.deployment(ctx, dev.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil || !shouldOffer(dep, dd) {
+		return nil, err
+	}
+	if rel.Compatible != compatible {
+		a.log.WarnContext(ctx, "device not compatible with its deployment's release",
+			"device", dev.ID, "deployment", dep.ID, "compatible", compatible,
+			"release", rel.Compatible)
+		return nil, nil
+	}
+	return &poll.Update{
+		DeploymentID: dep.ID,
+		Version:      rel.Version,
+		BundleURL:    bundlePath(rel.Digest),
+		Digest:       rel.Digest,
+		Size:         rel.Size,
+	}, nil
+}
+
+// deployment returns the device's part in its active or paused
+// deployment, the deployment and its release; ErrNotFound if none.
+func (a *deviceAPI) deployment(ctx context.Context, deviceID string) (store.DeviceDeployment,
+	store.Deployment, store.Release, error) {
+	dd, err := a.cfg.Store.ActiveDeviceDeployment(ctx, deviceID)
+	if err != nil {
+		return dd, store.Deployment{}, store.Release{}, err
+	}
+	dep, err := a.cfg.Store.Deployment(ctx, dd.DeploymentID)
+	if err != nil {
+		return dd, dep, store.Release{}, err
+	}
+	rel, err := a.cfg.Store.Release(ctx, dep.ReleaseID)
+	return dd, dep, rel, err
+}
+
+// shouldOffer reports whether the device should install the deployment's
+// release now. A device already started goes on, even in a paused
+// deployment, so that it finishes or rolls back as its agent decides. A
+// device not started yet starts by itself only in an active deployment
+// whose strategy sets no limit: every other strategy waits for the
+// rollout scheduler to start it.
+// TODO(#5): the scheduler that calls StartDevices for phased, limited
+// and windowed strategies.
+func shouldOffer(dep store.Deployment, dd store.DeviceDeployment) bool {
+	if !dd.Started.IsZero() {
+		return true
+	}
+	s := dep.Strategy
+	return dep.Status == store.DeploymentActive && len(s.Phases) <= 1 &&
+		s.MaxConcurrent == 0 && len(s.Windows) == 0
+}
+
+// bundlePath is where the device API serves the bundle with digest.
+func bundlePath(digest string) string {
+	return poll.APIPath + "/bundles/" + digest
+}
+
+// bundle serves the release of the device's active deployment, with
+// single-range requests for resuming.
+func (a *deviceAPI) bundle(w http.ResponseWriter, r *http.Request) {
+	dev, ok := a.device(w, r)
+	if !ok {
+		return
+	}
+	digest := r.PathValue("digest")
+	_, _, rel, err := a.deployment(r.Context(), dev.ID)
+	if errors.Is(err, store.ErrNotFound) || err == nil && rel.Digest != digest {
+		writeProblem(w, http.StatusNotFound,
+			fmt.Sprintf("bundle %.80q is not deployed to this device", digest))
+		return
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+
+	f, _, modTime, err := a.cfg.Bundles.Open(r.Context(), digest)
+	if errors.Is(err, ErrNoBundle) {
+		writeProblem(w, http.StatusNotFound, fmt.Sprintf("bundle %s is not stored", digest))
+		return
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	defer f.Close()
+	w.Header().Set("ETag", `"`+strings.TrimPrefix(digest, "sha256:")+`"`)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, "", modTime, f)
+}
+
+// report records a deployment state of the device.
+func (a *deviceAPI) report(w http.ResponseWriter, r *http.Request) {
+	dev, ok := a.device(w, r)
+	if !ok {
+		return
+	}
+	id := r.PathValue("id")
+	if len(id) > poll.MaxFieldSize {
+		writeProblem(w, http.StatusBadRequest,
+			fmt.Sprintf("deployment id over %d bytes", poll.MaxFieldSize))
+		return
+	}
+	var rep poll.Report
+	if !readJSON(w, r, &rep) {
+		return
+	}
+	if err := rep.Validate(); err != nil {
+		writeProblem(w, http.StatusBadRequest, err.Error())
+		return
+	}
+
+	_, err := a.cfg.Store.RecordReport(r.Context(), id, dev.ID, rep)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeProblem(w, http.StatusNotFound,
+			fmt.Sprintf("device takes no part in deployment %.80q", id))
+	case errors.Is(err, store.ErrInvalid):
+		writeProblem(w, http.StatusBadRequest, err.Error())
+	case err != nil:
+		a.fail(w, r, err)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// inventory replaces the device's inventory.
+func (a *deviceAPI) inventory(w http.ResponseWriter, r *http.Request) {
+	dev, ok := a.device(w, r)
+	if !ok {
+		return
+	}
+	var req poll.InventoryRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if err := req.Validate(); err != nil {
+		writeProblem(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := a.cfg.Store.SetInventory(r.Context(), dev.ID, req.Attributes); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
