@@ -4,11 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/rotaupdate/rota/internal/testutil"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -29,40 +28,12 @@ type device struct {
 	sys *slot.System
 }
 
-const deviceConfig = `compatible = "acme-board"
-data-dir = "data"
-boot-attempts = 1
-
-[bootloader]
-backend = "file"
-
-[[slot]]
-name = "rootfs.0"
-class = "rootfs"
-device = "rootfs-a.img"
-bootname = "A"
-size = SLOTSIZE
-
-[[slot]]
-name = "rootfs.1"
-class = "rootfs"
-device = "rootfs-b.img"
-bootname = "B"
-size = SLOTSIZE
-`
-
 func newDevice(t *testing.T) *device { return newDeviceSized(t, 8<<20) }
 
 func newDeviceSized(t *testing.T, slotSize int) *device {
 	t.Helper()
 	dir := t.TempDir()
-	for _, f := range []string{"rootfs-a.img", "rootfs-b.img"} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, f),
-			bytes.Repeat([]byte(f[7:8]), slotSize), 0o644))
-	}
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "cmdline"), nil, 0o644))
-	cfg := strings.ReplaceAll(deviceConfig, "SLOTSIZE", strconv.Itoa(slotSize))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "system.toml"), []byte(cfg), 0o644))
+	testutil.SimDevice(t, dir, "acme-board", slotSize)
 	d := &device{t: t, dir: dir}
 	d.open()
 	return d

@@ -6,11 +6,10 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"github.com/rotaupdate/rota/internal/testutil"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -29,30 +28,6 @@ const agentTimeout = 15 * time.Second
 
 // slotSize is the size of each simulated slot, in bytes.
 const slotSize = 4 << 20
-
-// deviceConfig describes a simulated device: two file slots and a file
-// boot loader, with an empty kernel command line.
-const deviceConfig = `compatible = "acme-board"
-data-dir = "data"
-boot-attempts = 1
-
-[bootloader]
-backend = "file"
-
-[[slot]]
-name = "rootfs.0"
-class = "rootfs"
-device = "rootfs-a.img"
-bootname = "A"
-size = SLOTSIZE
-
-[[slot]]
-name = "rootfs.1"
-class = "rootfs"
-device = "rootfs-b.img"
-bootname = "B"
-size = SLOTSIZE
-`
 
 // simDevice is a simulated device whose agent talks to a device API.
 type simDevice struct {
@@ -73,13 +48,7 @@ func (r *rebooter) Reboot(context.Context) error { r.asked++; return nil }
 func newSimDevice(t *testing.T, url string, kr *bundle.Keyring) *simDevice {
 	t.Helper()
 	dir := t.TempDir()
-	for _, f := range []string{"rootfs-a.img", "rootfs-b.img"} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, f),
-			bytes.Repeat([]byte(f[7:8]), slotSize), 0o644))
-	}
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "cmdline"), nil, 0o644))
-	cfg := strings.ReplaceAll(deviceConfig, "SLOTSIZE", strconv.Itoa(slotSize))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "system.toml"), []byte(cfg), 0o644))
+	testutil.SimDevice(t, dir, "acme-board", slotSize)
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
 	d := &simDevice{t: t, dir: dir, key: key, url: url, kr: kr}
