@@ -3,8 +3,8 @@ package rollout
 import (
 	"context"
 	"fmt"
+	"github.com/rotaupdate/rota/internal/testutil"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,24 +13,6 @@ import (
 	"github.com/rotaupdate/rota/internal/store"
 	"github.com/rotaupdate/rota/poll"
 )
-
-// fakeClock is a clock that moves only when told to.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // testPEM is a placeholder public key; the store does not parse it.
 const testPEM = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n"
@@ -42,7 +24,7 @@ var testStart = time.Date(2026, 1, 6, 2, 0, 0, 0, time.UTC)
 type env struct {
 	t       *testing.T
 	ctx     context.Context
-	clock   *fakeClock
+	clock   *testutil.Clock
 	store   *store.SQLite
 	sched   *Scheduler
 	dep     store.Deployment
@@ -53,7 +35,7 @@ type env struct {
 func newEnv(t *testing.T, s store.Strategy, n int) *env {
 	t.Helper()
 	ctx := context.Background()
-	clock := &fakeClock{t: testStart}
+	clock := testutil.NewClock(testStart)
 	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "rota.db"),
 		store.WithClock(clock.Now))
 	require.NoError(t, err)

@@ -201,7 +201,7 @@ func TestDeviceAPI_BearerTokens(t *testing.T) {
 			return "bm90LWEtdG9rZW4"
 		}, http.StatusUnauthorized},
 		{"an expired token", func(_ *testing.T, e *env, _, token string) string {
-			e.clock.Add(server.DefaultTokenLifetime + time.Second)
+			e.clock.Advance(server.DefaultTokenLifetime + time.Second)
 			return token
 		}, http.StatusUnauthorized},
 		{"the token of a device rejected since", func(t *testing.T, e *env, id,
@@ -539,7 +539,7 @@ func TestDeviceAPI_RateLimit(t *testing.T) {
 				EnrollmentToken: testEnrollment})
 			key, otherKey := newKey(t), newKey(t)
 			token, otherToken := e.enrolled(t, key), e.enrolled(t, otherKey)
-			e.clock.Add(10 * time.Second) // refill what enrolling spent
+			e.clock.Advance(10 * time.Second) // refill what enrolling spent
 
 			require.Equal(t, tt.wantCode, tt.send(t, e, key, token))
 			require.Equal(t, tt.wantCode, tt.send(t, e, key, token))
@@ -547,7 +547,7 @@ func TestDeviceAPI_RateLimit(t *testing.T) {
 			assert.Equal(t, tt.wantCode, tt.send(t, e, otherKey, otherToken),
 				"other devices keep their own budget")
 
-			e.clock.Add(2 * time.Second)
+			e.clock.Advance(2 * time.Second)
 			assert.Equal(t, tt.wantCode, tt.send(t, e, key, token),
 				"a request is regained after Retry-After")
 		})

@@ -6,13 +6,13 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"github.com/rotaupdate/rota/internal/testutil"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,29 +22,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // env is a device API on a fresh SQLite store with a fake clock.
 type env struct {
 	st      *store.SQLite
 	h       http.Handler
-	clock   *clock
+	clock   *testutil.Clock
 	bundles server.DirBundles
 }
 
@@ -57,7 +39,7 @@ func newEnv(t *testing.T, cfg server.DeviceAPIConfig) *env {
 	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "rota.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
-	e := &env{st: st, clock: &clock{t: time.Now().UTC()},
+	e := &env{st: st, clock: testutil.NewClock(time.Now().UTC()),
 		bundles: server.DirBundles{Dir: t.TempDir()}}
 	cfg.Store, cfg.Bundles, cfg.Now = st, e.bundles, e.clock.Now
 	e.h, err = server.NewDeviceAPI(cfg)

@@ -33,11 +33,7 @@ func TestSQLite_Users(t *testing.T) {
 	require.Len(t, users, 2)
 	assert.Equal(t, "bob", users[1].Name)
 
-	tests := []struct {
-		name string
-		run  func() error
-		want error
-	}{
+	runErrCases(t, []errCase{
 		{"a taken name is refused", func() error {
 			_, err := s.CreateUser(ctx, User{Name: "alice", Role: RoleAdmin, PasswordHash: "h"})
 			return err
@@ -62,17 +58,7 @@ func TestSQLite_Users(t *testing.T) {
 		{"deleting an unknown user is not found", func() error {
 			return s.DeleteUser(ctx, "bob")
 		}, ErrNotFound},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := tt.run()
-			if tt.want == nil {
-				assert.NoError(t, err)
-				return
-			}
-			assert.ErrorIs(t, err, tt.want)
-		})
-	}
+	})
 }
 
 func TestSQLite_Tokens(t *testing.T) {

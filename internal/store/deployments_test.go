@@ -42,11 +42,7 @@ func TestSQLite_ReleaseCRUD(t *testing.T) {
 	_, err = s.CreateDeployment(ctx, Deployment{ReleaseID: r.ID, Target: Target{Group: "g"}})
 	require.NoError(t, err)
 
-	tests := []struct {
-		name string
-		run  func() error
-		want error
-	}{
+	runErrCases(t, []errCase{
 		{"a known digest is refused", func() error {
 			_, err := s.CreateRelease(ctx, Release{Version: "1", Compatible: "c",
 				Digest: r.Digest, Location: "l"})
@@ -62,17 +58,7 @@ func TestSQLite_ReleaseCRUD(t *testing.T) {
 			_, err := s.Release(ctx, r2.ID)
 			return err
 		}, ErrNotFound},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := tt.run()
-			if tt.want == nil {
-				assert.NoError(t, err)
-				return
-			}
-			assert.ErrorIs(t, err, tt.want)
-		})
-	}
+	})
 }
 
 func TestSQLite_DeploymentCRUD(t *testing.T) {

@@ -77,11 +77,7 @@ func TestSQLite_DeviceErrors(t *testing.T) {
 	badStatus := testDevice(4)
 	badStatus.Status = "sleeping"
 
-	tests := []struct {
-		name string
-		run  func() error
-		want error
-	}{
+	runErrCases(t, []errCase{
 		{"a taken ID is refused", func() error {
 			_, err := s.CreateDevice(ctx, testDevice(1))
 			return err
@@ -115,12 +111,7 @@ func TestSQLite_DeviceErrors(t *testing.T) {
 			_, _, err := s.ListDevices(ctx, DeviceFilter{}, Page{Limit: -1})
 			return err
 		}, ErrInvalid},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			assert.ErrorIs(t, tt.run(), tt.want)
-		})
-	}
+	})
 }
 
 func TestSQLite_SetDeviceStatus(t *testing.T) {

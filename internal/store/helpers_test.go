@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"github.com/stretchr/testify/assert"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -105,4 +106,27 @@ func checkCounts(t *testing.T, s *SQLite, deploymentID string) DeploymentCounts 
 	require.NoError(t, rows.Err())
 	require.Equal(t, want, got.All, "counts of deployment %s", deploymentID)
 	return got
+}
+
+// errCase is a named operation and the error it must end with; a nil want
+// means it must succeed.
+type errCase struct {
+	name string
+	run  func() error
+	want error
+}
+
+// runErrCases runs each case as a subtest.
+func runErrCases(t *testing.T, cases []errCase) {
+	t.Helper()
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.run()
+			if tt.want == nil {
+				assert.NoError(t, err)
+				return
+			}
+			assert.ErrorIs(t, err, tt.want)
+		})
+	}
 }
