@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/rotaupdate/rota/internal/atomicfile"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -223,7 +224,7 @@ func loadOrCreateAgentID(dir string) (string, error) {
 		return "", fmt.Errorf("read agent id %s: %w", p, err)
 	}
 	id := rand.Text()
-	err = bundle.WriteFileAtomic(p, func(w io.Writer) error {
+	err = atomicfile.Write(p, 0o644, func(w io.Writer) error {
 		_, err := io.WriteString(w, id+"\n")
 		return err
 	})

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rotaupdate/rota/internal/atomicfile"
 	"io"
 	"io/fs"
 	"os"
@@ -135,7 +136,7 @@ func saveJournal(dir string, j *Journal) error {
 		return fmt.Errorf("encode journal: %w", err)
 	}
 	p := filepath.Join(dir, JournalFile)
-	err = bundle.WriteFileAtomic(p, func(w io.Writer) error {
+	err = atomicfile.Write(p, 0o644, func(w io.Writer) error {
 		_, err := w.Write(append(b, '\n'))
 		return err
 	})

@@ -3,9 +3,8 @@ package bundle
 import (
 	"context"
 	"fmt"
+	"github.com/rotaupdate/rota/internal/atomicfile"
 	"io"
-	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -58,7 +57,7 @@ func SignFile(ctx context.Context, path string, signers ...*Signer) (*Info, erro
 		}
 	}
 	var info *Info
-	err = WriteFileAtomic(path, func(w io.Writer) error {
+	err = atomicfile.Write(path, 0o644, func(w io.Writer) error {
 		var err error
 		info, err = b.Write(ctx, w)
 		return err
@@ -67,42 +66,4 @@ func SignFile(ctx context.Context, path string, signers ...*Signer) (*Info, erro
 		return nil, err
 	}
 	return info, nil
-}
-
-// WriteFileAtomic creates path by writing a temporary file in the same
-// directory with write, syncing it, and renaming it into place; the
-// directory is synced too. On error the temporary file is removed and path
-// is unchanged.
-func WriteFileAtomic(path string, write func(w io.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := write(tmp); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rotaupdate/rota/internal/atomicfile"
 	"io"
 	"os"
 	"path/filepath"
@@ -128,7 +129,7 @@ func bundleCreate(ctx context.Context, env *cliEnv, args []string) error {
 	bar := newProgress(env, "compress", -1)
 	defer bar.Done()
 	var info *bundle.Info
-	err = bundle.WriteFileAtomic(*out, func(w io.Writer) error {
+	err = atomicfile.Write(*out, 0o644, func(w io.Writer) error {
 		var err error
 		info, err = bundle.Create(ctx, w, spec, bundle.CreateOptions{
 			Signers:  signers,
@@ -419,7 +420,7 @@ func bundlePull(ctx context.Context, env *cliEnv, args []string) error {
 	defer b.Close()
 	bar.SetTotal(b.LayerSize())
 	var info *bundle.Info
-	err = bundle.WriteFileAtomic(*out, func(w io.Writer) error {
+	err = atomicfile.Write(*out, 0o644, func(w io.Writer) error {
 		info, err = b.Write(ctx, w)
 		return err
 	})
@@ -472,7 +473,7 @@ func bundleExtract(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	// The image goes to a temporary file renamed into place only once its
 	// digests matched, so a failed extract leaves no plausible image.
-	err = bundle.WriteFileAtomic(*out, func(w io.Writer) error {
+	err = atomicfile.Write(*out, 0o644, func(w io.Writer) error {
 		f, ok := w.(*os.File)
 		if !ok {
 			_, err := ir.WriteTo(io.MultiWriter(w, bar.Writer()))
