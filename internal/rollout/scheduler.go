@@ -307,15 +307,10 @@ func (s *Scheduler) reachedAt(ctx context.Context, deploymentID string, phase,
 	return times[need-1], nil
 }
 
-// setStatus moves d to status to and records it in the audit log.
+// setStatus moves d to status to and records it in the audit log, in
+// one transaction.
 func (s *Scheduler) setStatus(ctx context.Context, d store.Deployment,
 	to store.DeploymentStatus, details any) error {
-	if _, err := s.Store.SetDeploymentStatus(ctx, d.ID, to); err != nil {
-		return err
-	}
-	s.logger().Info("deployment status changed", "deployment", d.ID, "status", to,
-		"details", details)
-
 	var raw json.RawMessage
 	if details != nil {
 		var err error
@@ -323,17 +318,18 @@ func (s *Scheduler) setStatus(ctx context.Context, d store.Deployment,
 			return fmt.Errorf("audit deployment %s %s: %w", d.ID, to, err)
 		}
 	}
-	// TODO(#5): commit the status change and its audit entry together.
-	_, err := s.Store.AppendAudit(ctx, store.AuditEntry{
+	ctx = store.WithAudit(ctx, store.AuditEntry{
 		Actor:   Actor,
 		Action:  "deployment." + auditVerb[to],
 		Object:  "deployment:" + d.ID,
 		At:      s.now(),
 		Details: raw,
 	})
-	if err != nil {
-		return fmt.Errorf("audit deployment %s %s: %w", d.ID, to, err)
+	if _, err := s.Store.SetDeploymentStatus(ctx, d.ID, to); err != nil {
+		return err
 	}
+	s.logger().Info("deployment status changed", "deployment", d.ID, "status", to,
+		"details", details)
 	return nil
 }
 

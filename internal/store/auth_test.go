@@ -173,3 +173,33 @@ func TestSQLite_Audit(t *testing.T) {
 		})
 	}
 }
+
+func TestSQLite_AuditWithMutation(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	dev, err := s.CreateDevice(ctx, testDevice(1))
+	require.NoError(t, err)
+
+	entry := AuditEntry{Actor: "user:alice", Action: "device.accept", Object: "device:" + dev.ID}
+	_, err = s.SetDeviceStatus(WithAudit(ctx, entry), dev.ID, StatusAccepted)
+	require.NoError(t, err)
+
+	// A refused mutation writes no entry.
+	bad := AuditEntry{Actor: "user:alice", Action: "device.pending", Object: "device:" + dev.ID}
+	_, err = s.SetDeviceStatus(WithAudit(ctx, bad), dev.ID, StatusPending)
+	require.ErrorIs(t, err, ErrInvalidTransition)
+
+	// An entry without an actor fails the mutation, which changes nothing.
+	_, err = s.SetDeviceStatus(WithAudit(ctx, AuditEntry{Action: "device.reject"}),
+		dev.ID, StatusRejected)
+	require.ErrorIs(t, err, ErrInvalid)
+	got, err := s.Device(ctx, dev.ID)
+	require.NoError(t, err)
+	assert.Equal(t, StatusAccepted, got.Status)
+
+	entries, err := s.ListAudit(ctx, AuditFilter{})
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	assert.Equal(t, "device.accept", entries[0].Action)
+	assert.Equal(t, "user:alice", entries[0].Actor)
+}

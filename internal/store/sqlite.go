@@ -232,13 +232,18 @@ func (s *SQLite) migrate(ctx context.Context) error {
 	})
 }
 
-// update runs fn in a write transaction and commits it.
+// update runs fn in a write transaction and commits it, together with
+// the audit entry of WithAudit if ctx carries one.
 func (s *SQLite) update(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("%s: begin: %w", op, err)
 	}
-	if err := fn(tx); err != nil {
+	err = fn(tx)
+	if e, ok := auditFrom(ctx); ok && err == nil {
+		_, err = s.insertAudit(ctx, tx, e)
+	}
+	if err != nil {
 		tx.Rollback()
 		return fmt.Errorf("%s: %w", op, err)
 	}

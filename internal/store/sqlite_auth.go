@@ -9,18 +9,28 @@ import (
 
 // AppendAudit implements Store.
 func (s *SQLite) AppendAudit(ctx context.Context, e AuditEntry) (int64, error) {
+	var id int64
+	// The entry is written here, not by update, even if ctx carries one.
+	ctx = context.WithValue(ctx, auditKey{}, nil)
+	err := s.update(ctx, "append audit entry "+e.Action, func(tx *sql.Tx) error {
+		var err error
+		id, err = s.insertAudit(ctx, tx, e)
+		return err
+	})
+	return id, err
+}
+
+func (s *SQLite) insertAudit(ctx context.Context, tx *sql.Tx, e AuditEntry) (int64, error) {
+	if e.Actor == "" || e.Action == "" {
+		return 0, fmt.Errorf("%w: audit entry needs an actor and an action", ErrInvalid)
+	}
 	if e.At.IsZero() {
 		e.At = s.stamp()
 	}
 	var id int64
-	err := s.update(ctx, "append audit entry "+e.Action, func(tx *sql.Tx) error {
-		if e.Actor == "" || e.Action == "" {
-			return fmt.Errorf("%w: actor and action are required", ErrInvalid)
-		}
-		return tx.QueryRowContext(ctx, `INSERT INTO audit_log (actor, action, object, at, details)
-			VALUES (?, ?, ?, ?, ?) RETURNING id`,
-			e.Actor, e.Action, e.Object, micro(e.At), rawJSON(e.Details)).Scan(&id)
-	})
+	err := tx.QueryRowContext(ctx, `INSERT INTO audit_log (actor, action, object, at, details)
+		VALUES (?, ?, ?, ?, ?) RETURNING id`,
+		e.Actor, e.Action, e.Object, micro(e.At), rawJSON(e.Details)).Scan(&id)
 	return id, err
 }
 

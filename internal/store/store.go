@@ -602,8 +602,10 @@ type Session struct {
 
 // Store keeps a server's state. Each method is one transaction: it either
 // changes everything it says or nothing, and a change is durable once the
-// method returns nil. Methods that create fill in IDs and times and return
-// the object as stored. All methods are safe for concurrent use.
+// method returns nil. A mutation called with a context from WithAudit
+// also appends that audit entry in its transaction. Methods that create
+// fill in IDs and times and return the object as stored. All methods are
+// safe for concurrent use.
 type Store interface {
 	// Devices.
 
@@ -701,8 +703,9 @@ type Store interface {
 
 	// Audit log.
 
-	// AppendAudit adds an entry to the audit log and returns its ID.
-	// TODO(#5): let a mutation and its audit entry commit together.
+	// AppendAudit adds an entry to the audit log and returns its ID. To
+	// record a mutation, pass the entry with WithAudit to the mutation
+	// instead, so that both commit together.
 	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)
 	// ListAudit returns audit entries, newest first.
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
