@@ -27,6 +27,7 @@ import (
 
 	"github.com/rotaupdate/rota"
 	"github.com/rotaupdate/rota/bundle"
+	"github.com/rotaupdate/rota/internal/cli"
 	"github.com/rotaupdate/rota/poll"
 	"github.com/rotaupdate/rota/slot"
 )
@@ -97,16 +98,6 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func newLogger(w io.Writer, format, level string) *slog.Logger {
-	var l slog.Level
-	l.UnmarshalText([]byte(level))
-	opts := &slog.HandlerOptions{Level: l}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
-}
-
 // device is what the daemon and the status command open.
 type device struct {
 	cfg    *config
@@ -151,7 +142,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	log := cli.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	d, err := openDevice(*configPath, log)
 	if err != nil {
 		return err

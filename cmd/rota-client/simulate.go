@@ -15,6 +15,7 @@ import (
 
 	"github.com/rotaupdate/rota"
 	"github.com/rotaupdate/rota/bundle"
+	"github.com/rotaupdate/rota/internal/cli"
 	"github.com/rotaupdate/rota/poll"
 	"github.com/rotaupdate/rota/slot"
 )
@@ -75,7 +76,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if o.server == "" || o.keyring == "" || o.devices < 1 {
 		return fmt.Errorf("%w: --server, --keyring and --devices >= 1 are required", errUsage)
 	}
-	o.log = newLogger(stderr, *format, *level)
+	o.log = cli.NewLogger(stderr, *format, *level)
 	kr, err := bundle.LoadKeyring(strings.Split(o.keyring, ",")...)
 	if err != nil {
 		return err
