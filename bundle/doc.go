@@ -10,7 +10,8 @@
 //
 // [Create] builds a bundle from slot images on disk; [Open], [OpenReader]
 // and [OpenRemote] read one from a file, a stream or a registry; [Push] and
-// [Pull] move bundles between files and registries.
+// [Pull] move bundles between files and registries; [Assemble] gives the
+// .rota file of a bundle whose blobs are kept elsewhere, without copying.
 //
 // The one rule: slot image bytes are only handed out by a [Bundle] that
 // passed [Bundle.Verify], and an image reader returns io.EOF only after the

@@ -39,15 +39,68 @@ type layoutWriter struct {
 
 func blobName(h v1.Hash) string { return blobPrefix + h.Hex }
 
-func (lw *layoutWriter) header(name string, size int64) error {
-	return lw.tw.WriteHeader(&tar.Header{
+// tarHeader returns the header of a .rota entry. Write and Assemble both
+// encode headers from it, so their output agrees byte for byte.
+func tarHeader(name string, size int64, modTime time.Time) *tar.Header {
+	return &tar.Header{
 		Typeflag: tar.TypeReg,
 		Name:     name,
 		Size:     size,
 		Mode:     0o644,
-		ModTime:  lw.modTime,
+		ModTime:  modTime,
 		Format:   tar.FormatPAX,
-	})
+	}
+}
+
+// entryTime is the modification time of every entry of m's .rota file:
+// the bundle's creation time, so that the same inputs give the same file.
+func (m *metadata) entryTime() time.Time { return m.config.Created.UTC() }
+
+// layoutEntry is one file of a .rota archive: a metadata file held in
+// memory, or an image layer.
+type layoutEntry struct {
+	name string
+	size int64
+
+	// data is the content of a metadata file.
+	data []byte
+
+	// layer is the index in the manifest of an image layer, or -1.
+	layer int
+}
+
+// entries lists the files of m's .rota archive in their fixed order:
+// oci-layout, index.json, the bundle manifest, the config, each signature
+// manifest followed by the blobs it introduces, then the image layers.
+func (m *metadata) entries() ([]layoutEntry, error) {
+	idx, err := m.index()
+	if err != nil {
+		return nil, fmt.Errorf("encode index: %w", err)
+	}
+	small := func(name string, b []byte) layoutEntry {
+		return layoutEntry{name: name, size: int64(len(b)), data: b, layer: -1}
+	}
+	out := []layoutEntry{
+		small(ociLayoutName, ociLayoutFile),
+		small(indexName, idx),
+		small(blobName(m.manifestDigest), m.manifestRaw),
+		small(blobName(m.manifest.Config.Digest), m.configRaw),
+	}
+	seen := map[v1.Hash]bool{}
+	for i, s := range m.sigs {
+		out = append(out, small(blobName(s.digest), s.raw))
+		for _, h := range m.sigBlobs(i, seen) {
+			out = append(out, small(blobName(h), m.blobs[h]))
+		}
+	}
+	for i, d := range m.manifest.Layers {
+		out = append(out, layoutEntry{name: blobName(d.Digest), size: d.Size, layer: i})
+	}
+	return out, nil
+}
+
+func (lw *layoutWriter) header(name string, size int64) error {
+	return lw.tw.WriteHeader(tarHeader(name, size, lw.modTime))
 }
 
 func (lw *layoutWriter) file(name string, b []byte) error {
@@ -60,10 +113,9 @@ func (lw *layoutWriter) file(name string, b []byte) error {
 	return nil
 }
 
-// writeLayout writes m and its layers as a .rota file to w: oci-layout,
-// index.json, the bundle manifest, the config, each signature manifest
-// followed by the blobs it introduces, then the image layers in order.
-// Every layer's size and digest are checked while copying.
+// writeLayout writes m and its layers as a .rota file to w, its entries
+// in the order m.entries gives. Every layer's size and digest are checked
+// while copying.
 func writeLayout(ctx context.Context, w io.Writer, m *metadata, open layerOpener,
 	progress func(int64)) error {
 	return writeLayoutOpts(ctx, w, m, open, progress, true)
@@ -73,38 +125,20 @@ func writeLayout(ctx context.Context, w io.Writer, m *metadata, open layerOpener
 // match their descriptors (Create just hashed them) and copied unhashed.
 func writeLayoutOpts(ctx context.Context, w io.Writer, m *metadata, open layerOpener,
 	progress func(int64), check bool) error {
-	lw := &layoutWriter{tw: tar.NewWriter(w), modTime: m.config.Created.UTC(),
+	lw := &layoutWriter{tw: tar.NewWriter(w), modTime: m.entryTime(),
 		progress: progress, check: check}
-	idx, err := m.index()
+	entries, err := m.entries()
 	if err != nil {
-		return fmt.Errorf("encode index: %w", err)
-	}
-	if err := lw.file(ociLayoutName, ociLayoutFile); err != nil {
 		return err
-	}
-	if err := lw.file(indexName, idx); err != nil {
-		return err
-	}
-	if err := lw.file(blobName(m.manifestDigest), m.manifestRaw); err != nil {
-		return err
-	}
-	if err := lw.file(blobName(m.manifest.Config.Digest), m.configRaw); err != nil {
-		return err
-	}
-	seen := map[v1.Hash]bool{}
-	for i, s := range m.sigs {
-		if err := lw.file(blobName(s.digest), s.raw); err != nil {
-			return err
-		}
-		for _, h := range m.sigBlobs(i, seen) {
-			if err := lw.file(blobName(h), m.blobs[h]); err != nil {
-				return err
-			}
-		}
 	}
 	buf := make([]byte, copyBufferSize)
-	for i, d := range m.manifest.Layers {
-		if err := lw.layer(ctx, open, i, d, buf); err != nil {
+	for _, e := range entries {
+		if e.layer < 0 {
+			err = lw.file(e.name, e.data)
+		} else {
+			err = lw.layer(ctx, open, e.layer, m.manifest.Layers[e.layer], buf)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -1,8 +1,3 @@
-// Package bundlestore keeps the .rota bundles of a server's releases.
-//
-// A [Store] holds bundles by their manifest digest and hands each back
-// as a seekable .rota file, so that the device API can serve byte ranges
-// and devices can resume downloads.
 package bundlestore
 
 import (
@@ -12,8 +7,24 @@ import (
 	"time"
 )
 
-// ErrNotFound is returned when a store holds no bundle with the digest.
-var ErrNotFound = errors.New("bundlestore: no such bundle")
+// Sentinel errors. Stores wrap them with the operation and the digest, so
+// test them with errors.Is.
+var (
+	// ErrNotFound is returned when a store holds no bundle with the
+	// digest.
+	ErrNotFound = errors.New("bundlestore: no such bundle")
+
+	// ErrInvalidDigest is returned for a digest that is not "sha256:"
+	// followed by 64 lowercase hex digits. No stored bundle has one.
+	ErrInvalidDigest = errors.New("bundlestore: invalid digest")
+
+	// ErrDeleteRefused is returned by Registry.Delete when the registry
+	// does not allow deleting manifests, as many are configured. The
+	// bundle then stays in the registry (untagged where the registry
+	// allowed that much), and a caller that only wanted it gone from
+	// the server may ignore the error.
+	ErrDeleteRefused = errors.New("bundlestore: registry refused to delete")
+)
 
 // Entry describes a stored bundle.
 type Entry struct {
@@ -35,7 +46,8 @@ type File interface {
 	// Size is the size of the file in bytes.
 	Size() int64
 
-	// ModTime is when the bundle was stored.
+	// ModTime is when the bundle was stored, or, where a store keeps no
+	// such time, when it was created; zero when unknown.
 	ModTime() time.Time
 }
 
@@ -43,12 +55,14 @@ type File interface {
 type Store interface {
 	// Put copies the .rota file at path into the store, checking every
 	// blob against its digest, and returns its entry. Putting a bundle
-	// already stored succeeds and returns the stored entry. The caller
-	// verifies signatures first: Put checks integrity, not trust.
+	// already stored succeeds and returns the stored entry, unchanged:
+	// signatures the file has beyond the stored ones are not added. The
+	// caller verifies signatures first: Put checks integrity, not trust.
 	Put(ctx context.Context, path string) (Entry, error)
 
 	// Open returns the bundle with digest as a .rota file; ErrNotFound
-	// if there is none. The caller closes the file.
+	// if there is none, ErrInvalidDigest if digest is malformed. The
+	// caller closes the file.
 	Open(ctx context.Context, digest string) (File, error)
 
 	// Delete removes the bundle with digest; deleting one not stored
