@@ -16,7 +16,7 @@ FUZZ_TARGETS := \
 	./slot:FuzzUBootEnv \
 	./slot:FuzzParseEFIVariable
 
-.PHONY: all build test deps vet unit fuzz-short fuzz bench demo clean
+.PHONY: all build test deps vet unit fuzz-short fuzz bench demo demo-stop clean
 
 all: build
 
@@ -52,6 +52,9 @@ bench:
 
 demo:
 	./scripts/demo.sh
+
+demo-stop:
+	./scripts/demo-stop.sh
 
 clean:
 	rm -rf bin demo $(BENCHDIR)

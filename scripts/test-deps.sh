@@ -18,6 +18,11 @@ for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 ||
     missing+=("${need[$cmd]}")
 done
+
+# Debian's postgresql keeps its server binaries off PATH, one directory per
+# major version; the store tests run the newest one found there.
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

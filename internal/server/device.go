@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/rotaupdate/rota/internal/bundlestore"
 	"github.com/rotaupdate/rota/internal/store"
 	"github.com/rotaupdate/rota/poll"
 )
@@ -47,8 +48,8 @@ type DeviceAPIConfig struct {
 	// Store keeps devices, releases and deployments; required.
 	Store store.Store
 
-	// Bundles serves the .rota files of releases; required.
-	Bundles BundleSource
+	// Bundles holds the .rota files of releases; required.
+	Bundles bundlestore.Store
 
 	// EnrollmentToken admits at once a pending device that presents it;
 	// empty means devices wait for an operator.

@@ -26,12 +26,12 @@ func TestNewDeviceAPI_RefusesIncompleteConfig(t *testing.T) {
 		name string
 		cfg  server.DeviceAPIConfig
 	}{
-		{"no store", server.DeviceAPIConfig{Bundles: server.DirBundles{}}},
+		{"no store", server.DeviceAPIConfig{Bundles: &dirStore{}}},
 		{"no bundles", server.DeviceAPIConfig{Store: st}},
 		{"a negative token lifetime", server.DeviceAPIConfig{Store: st,
-			Bundles: server.DirBundles{}, TokenLifetime: -time.Second}},
+			Bundles: &dirStore{}, TokenLifetime: -time.Second}},
 		{"an oversized enrollment token", server.DeviceAPIConfig{Store: st,
-			Bundles: server.DirBundles{}, EnrollmentToken: strings.Repeat("x", 300)}},
+			Bundles: &dirStore{}, EnrollmentToken: strings.Repeat("x", 300)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -388,7 +388,7 @@ func TestDeviceAPI_Bundle(t *testing.T) {
 				e.deploy(t, testDigest, raw, id)
 			}
 			if tt.removed {
-				p, err := e.bundles.Path(testDigest)
+				p, err := e.bundles.path(testDigest)
 				require.NoError(t, err)
 				require.NoError(t, os.Remove(p))
 			}

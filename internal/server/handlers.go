@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/rotaupdate/rota/internal/bundlestore"
 	"github.com/rotaupdate/rota/internal/store"
 	"github.com/rotaupdate/rota/poll"
 )
@@ -261,8 +262,8 @@ func (a *deviceAPI) bundle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	f, _, modTime, err := a.cfg.Bundles.Open(r.Context(), digest)
-	if errors.Is(err, ErrNoBundle) {
+	f, err := a.cfg.Bundles.Open(r.Context(), digest)
+	if errors.Is(err, bundlestore.ErrNotFound) {
 		writeProblem(w, http.StatusNotFound, fmt.Sprintf("bundle %s is not stored", digest))
 		return
 	}
@@ -273,7 +274,7 @@ func (a *deviceAPI) bundle(w http.ResponseWriter, r *http.Request) {
 	defer f.Close()
 	w.Header().Set("ETag", `"`+strings.TrimPrefix(digest, "sha256:")+`"`)
 	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(w, r, "", modTime, f)
+	http.ServeContent(w, r, "", f.ModTime(), f)
 }
 
 // report records a deployment state of the device.

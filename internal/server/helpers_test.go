@@ -27,7 +27,7 @@ type env struct {
 	st      *store.SQLite
 	h       http.Handler
 	clock   *testutil.Clock
-	bundles server.DirBundles
+	bundles *dirStore
 }
 
 const testEnrollment = "enroll-me"
@@ -40,7 +40,7 @@ func newEnv(t *testing.T, cfg server.DeviceAPIConfig) *env {
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
 	e := &env{st: st, clock: testutil.NewClock(time.Now().UTC()),
-		bundles: server.DirBundles{Dir: t.TempDir()}}
+		bundles: &dirStore{dir: t.TempDir()}}
 	cfg.Store, cfg.Bundles, cfg.Now = st, e.bundles, e.clock.Now
 	e.h, err = server.NewDeviceAPI(cfg)
 	require.NoError(t, err)
@@ -155,7 +155,7 @@ func (e *env) deployWith(t *testing.T, s store.Strategy, digest string, raw []by
 	devices ...string) string {
 	t.Helper()
 	ctx := context.Background()
-	p, err := e.bundles.Path(digest)
+	p, err := e.bundles.path(digest)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(p, raw, 0o644))
 	rel, err := e.st.CreateRelease(ctx, store.Release{Version: "2.0.0",

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 
@@ -16,7 +17,28 @@ import (
 // returns false. Unknown fields are ignored, so that newer devices may
 // send more than this server knows.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	return decodeBody(w, r, v, false)
+}
+
+// readStrictJSON is readJSON for requests of people and their scripts,
+// where a misspelt field must not pass silently: the body must be
+// declared as JSON (415 otherwise), and a field v does not know is
+// refused with 400. Requiring the media type also keeps cross-site HTML
+// forms, which cannot send it, from posting to the API.
+func readStrictJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if !isJSONType(r.Header.Get("Content-Type")) {
+		writeProblem(w, http.StatusUnsupportedMediaType,
+			"request body must be application/json")
+		return false
+	}
+	return decodeBody(w, r, v, true)
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, strict bool) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxRequestSize))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	err := dec.Decode(v)
 	if err == nil && dec.Decode(new(json.RawMessage)) != io.EOF {
 		err = errors.New("data after the JSON value")
@@ -36,10 +58,22 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	return false
 }
 
+// isJSONType reports whether a Content-Type header names JSON:
+// application/json or a type with the +json suffix, parameters allowed.
+func isJSONType(header string) bool {
+	mt, _, err := mime.ParseMediaType(header)
+	return err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") &&
+		strings.HasSuffix(mt, "+json"))
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	// Only the wire types of package poll are written, and they always
-	// marshal.
-	body, _ := json.Marshal(v)
+	body, err := json.Marshal(v)
+	if err != nil {
+		// The wire types hold nothing that fails to marshal but JSON kept
+		// by the store, which it wrote itself; a failure is a bug.
+		writeProblem(w, http.StatusInternalServerError, "encode response: "+err.Error())
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	w.Write(body)

@@ -38,15 +38,35 @@ func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
 		b = &bucket{tokens: l.burst, at: now}
 		l.buckets[key] = b
 	}
-	elapsed := max(now.Sub(b.at).Seconds(), 0)
-	b.tokens = min(l.burst, b.tokens+elapsed*l.rate)
-	b.at = now
+	l.refill(b, now)
 	if b.tokens >= 1 {
 		b.tokens--
 		return true, 0
 	}
-	wait := (1 - b.tokens) / l.rate
-	return false, time.Duration(math.Ceil(wait * float64(time.Second)))
+	return false, l.wait(b)
+}
+
+// refund gives back a request that key spent, as when the attempt it
+// was spent on turned out to be one that is not to be limited.
+func (l *limiter) refund(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b, ok := l.buckets[key]; ok {
+		b.tokens = min(l.burst, b.tokens+1)
+	}
+}
+
+// refill adds to b the requests regained since it was last used.
+func (l *limiter) refill(b *bucket, now time.Time) {
+	elapsed := max(now.Sub(b.at).Seconds(), 0)
+	b.tokens = min(l.burst, b.tokens+elapsed*l.rate)
+	b.at = now
+}
+
+// wait returns how long until b holds one request.
+func (l *limiter) wait(b *bucket) time.Duration {
+	secs := (1 - b.tokens) / l.rate
+	return time.Duration(math.Ceil(secs * float64(time.Second)))
 }
 
 // sweep forgets, at most once per sweepInterval, the buckets that have

@@ -10,196 +10,203 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestSQLite_Users(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
+func TestStore_Users(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
 
-	u, err := s.CreateUser(ctx, User{Name: "alice", Role: RoleAdmin, PasswordHash: "$argon2id$x"})
-	require.NoError(t, err)
-	got, err := s.User(ctx, "alice")
-	require.NoError(t, err)
-	assert.Equal(t, u, got)
+		u, err := s.CreateUser(ctx, User{Name: "alice", Role: RoleAdmin,
+			PasswordHash: "$argon2id$x"})
+		require.NoError(t, err)
+		got, err := s.User(ctx, "alice")
+		require.NoError(t, err)
+		assert.Equal(t, u, got)
 
-	u.Role = RoleViewer
-	updated, err := s.UpdateUser(ctx, u)
-	require.NoError(t, err)
-	assert.Equal(t, RoleViewer, updated.Role)
-	assert.True(t, updated.Updated.After(u.Created))
+		u.Role = RoleViewer
+		updated, err := s.UpdateUser(ctx, u)
+		require.NoError(t, err)
+		assert.Equal(t, RoleViewer, updated.Role)
+		assert.True(t, updated.Updated.After(u.Created))
 
-	_, err = s.CreateUser(ctx, User{Name: "bob", Role: RoleOperator, PasswordHash: "h"})
-	require.NoError(t, err)
-	users, err := s.ListUsers(ctx)
-	require.NoError(t, err)
-	require.Len(t, users, 2)
-	assert.Equal(t, "bob", users[1].Name)
+		_, err = s.CreateUser(ctx, User{Name: "bob", Role: RoleOperator, PasswordHash: "h"})
+		require.NoError(t, err)
+		users, err := s.ListUsers(ctx)
+		require.NoError(t, err)
+		require.Len(t, users, 2)
+		assert.Equal(t, "bob", users[1].Name)
 
-	runErrCases(t, []errCase{
-		{"a taken name is refused", func() error {
-			_, err := s.CreateUser(ctx, User{Name: "alice", Role: RoleAdmin, PasswordHash: "h"})
-			return err
-		}, ErrExists},
-		{"an unknown role is refused", func() error {
-			_, err := s.CreateUser(ctx, User{Name: "carol", Role: "root", PasswordHash: "h"})
-			return err
-		}, ErrInvalid},
-		{"a user without password hash is refused", func() error {
-			_, err := s.CreateUser(ctx, User{Name: "carol", Role: RoleAdmin})
-			return err
-		}, ErrInvalid},
-		{"updating an unknown user is not found", func() error {
-			_, err := s.UpdateUser(ctx, User{Name: "carol", Role: RoleAdmin, PasswordHash: "h"})
-			return err
-		}, ErrNotFound},
-		{"a user is deleted", func() error { return s.DeleteUser(ctx, "bob") }, nil},
-		{"a deleted user is not found", func() error {
-			_, err := s.User(ctx, "bob")
-			return err
-		}, ErrNotFound},
-		{"deleting an unknown user is not found", func() error {
-			return s.DeleteUser(ctx, "bob")
-		}, ErrNotFound},
+		runErrCases(t, []errCase{
+			{"a taken name is refused", func() error {
+				_, err := s.CreateUser(ctx, User{Name: "alice", Role: RoleAdmin, PasswordHash: "h"})
+				return err
+			}, ErrExists},
+			{"an unknown role is refused", func() error {
+				_, err := s.CreateUser(ctx, User{Name: "carol", Role: "root", PasswordHash: "h"})
+				return err
+			}, ErrInvalid},
+			{"a user without password hash is refused", func() error {
+				_, err := s.CreateUser(ctx, User{Name: "carol", Role: RoleAdmin})
+				return err
+			}, ErrInvalid},
+			{"updating an unknown user is not found", func() error {
+				_, err := s.UpdateUser(ctx, User{Name: "carol", Role: RoleAdmin, PasswordHash: "h"})
+				return err
+			}, ErrNotFound},
+			{"a user is deleted", func() error { return s.DeleteUser(ctx, "bob") }, nil},
+			{"a deleted user is not found", func() error {
+				_, err := s.User(ctx, "bob")
+				return err
+			}, ErrNotFound},
+			{"deleting an unknown user is not found", func() error {
+				return s.DeleteUser(ctx, "bob")
+			}, ErrNotFound},
+		})
 	})
 }
 
-func TestSQLite_Tokens(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+func TestStore_Tokens(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
-	forever, err := s.CreateToken(ctx, APIToken{Name: "ci", Role: RoleOperator,
-		Hash: []byte("hash-1")})
-	require.NoError(t, err)
-	_, err = s.CreateToken(ctx, APIToken{Name: "old", Role: RoleViewer,
-		Hash: []byte("hash-2"), Expires: now.Add(-time.Second)})
-	require.NoError(t, err)
-
-	tests := []struct {
-		name string
-		hash string
-		want error
-	}{
-		{"a token without expiry is found", "hash-1", nil},
-		{"an expired token is not found", "hash-2", ErrNotFound},
-		{"an unknown hash is not found", "hash-3", ErrNotFound},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := s.TokenByHash(ctx, []byte(tt.hash), now)
-			if tt.want != nil {
-				assert.ErrorIs(t, err, tt.want)
-				return
-			}
-			require.NoError(t, err)
-			assert.Equal(t, forever, got)
-		})
-	}
-
-	_, err = s.CreateToken(ctx, APIToken{Role: RoleViewer, Hash: []byte("hash-1")})
-	assert.ErrorIs(t, err, ErrExists)
-	_, err = s.CreateToken(ctx, APIToken{Role: RoleViewer})
-	assert.ErrorIs(t, err, ErrInvalid)
-
-	tokens, err := s.ListTokens(ctx)
-	require.NoError(t, err)
-	assert.Len(t, tokens, 2)
-	require.NoError(t, s.DeleteToken(ctx, forever.ID))
-	assert.ErrorIs(t, s.DeleteToken(ctx, forever.ID), ErrNotFound)
-}
-
-func TestSQLite_Sessions(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
-	_, err := s.CreateUser(ctx, User{Name: "alice", Role: RoleAdmin, PasswordHash: "h"})
-	require.NoError(t, err)
-
-	live, err := s.CreateSession(ctx, Session{IDHash: []byte("s1"), UserName: "alice",
-		CSRF: "c1", Expires: now.Add(time.Hour)})
-	require.NoError(t, err)
-	_, err = s.CreateSession(ctx, Session{IDHash: []byte("s2"), UserName: "alice",
-		CSRF: "c2", Expires: now.Add(-time.Hour)})
-	require.NoError(t, err)
-
-	got, err := s.Session(ctx, []byte("s1"), now)
-	require.NoError(t, err)
-	assert.Equal(t, live, got)
-	_, err = s.Session(ctx, []byte("s2"), now)
-	assert.ErrorIs(t, err, ErrNotFound, "an expired session is not found")
-	_, err = s.CreateSession(ctx, Session{IDHash: []byte("s3"), UserName: "nobody",
-		CSRF: "c", Expires: now})
-	assert.ErrorIs(t, err, ErrNotFound, "a session needs a known user")
-
-	n, err := s.DeleteExpiredSessions(ctx, now)
-	require.NoError(t, err)
-	assert.Equal(t, 1, n)
-	require.NoError(t, s.DeleteSession(ctx, []byte("s1")))
-	require.NoError(t, s.DeleteSession(ctx, []byte("s1")), "deleting twice succeeds")
-	_, err = s.Session(ctx, []byte("s1"), now)
-	assert.ErrorIs(t, err, ErrNotFound)
-}
-
-func TestSQLite_Audit(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	for _, obj := range []string{"device:1", "device:2", "device:1"} {
-		_, err := s.AppendAudit(ctx, AuditEntry{Actor: "user:alice", Action: "device.accept",
-			Object: obj, Details: json.RawMessage(`{"from":"pending"}`)})
+		forever, err := s.CreateToken(ctx, APIToken{Name: "ci", Role: RoleOperator,
+			Hash: []byte("hash-1")})
 		require.NoError(t, err)
-	}
-	_, err := s.AppendAudit(ctx, AuditEntry{Action: "x"})
-	assert.ErrorIs(t, err, ErrInvalid)
+		_, err = s.CreateToken(ctx, APIToken{Name: "old", Role: RoleViewer,
+			Hash: []byte("hash-2"), Expires: now.Add(-time.Second)})
+		require.NoError(t, err)
 
-	tests := []struct {
-		name    string
-		filter  AuditFilter
-		wantIDs []int64
-	}{
-		{"everything, newest first", AuditFilter{}, []int64{3, 2, 1}},
-		{"one object", AuditFilter{Object: "device:1"}, []int64{3, 1}},
-		{"a page", AuditFilter{Limit: 2}, []int64{3, 2}},
-		{"the next page", AuditFilter{Before: 2}, []int64{1}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			entries, err := s.ListAudit(ctx, tt.filter)
-			require.NoError(t, err)
-			var ids []int64
-			for _, e := range entries {
-				ids = append(ids, e.ID)
-				assert.JSONEq(t, `{"from":"pending"}`, string(e.Details))
-				assert.False(t, e.At.IsZero())
-			}
-			assert.Equal(t, tt.wantIDs, ids)
-		})
-	}
+		tests := []struct {
+			name string
+			hash string
+			want error
+		}{
+			{"a token without expiry is found", "hash-1", nil},
+			{"an expired token is not found", "hash-2", ErrNotFound},
+			{"an unknown hash is not found", "hash-3", ErrNotFound},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				got, err := s.TokenByHash(ctx, []byte(tt.hash), now)
+				if tt.want != nil {
+					assert.ErrorIs(t, err, tt.want)
+					return
+				}
+				require.NoError(t, err)
+				assert.Equal(t, forever, got)
+			})
+		}
+
+		_, err = s.CreateToken(ctx, APIToken{Role: RoleViewer, Hash: []byte("hash-1")})
+		assert.ErrorIs(t, err, ErrExists)
+		_, err = s.CreateToken(ctx, APIToken{Role: RoleViewer})
+		assert.ErrorIs(t, err, ErrInvalid)
+
+		tokens, err := s.ListTokens(ctx)
+		require.NoError(t, err)
+		assert.Len(t, tokens, 2)
+		require.NoError(t, s.DeleteToken(ctx, forever.ID))
+		assert.ErrorIs(t, s.DeleteToken(ctx, forever.ID), ErrNotFound)
+	})
 }
 
-func TestSQLite_AuditWithMutation(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	dev, err := s.CreateDevice(ctx, testDevice(1))
-	require.NoError(t, err)
+func TestStore_Sessions(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+		_, err := s.CreateUser(ctx, User{Name: "alice", Role: RoleAdmin, PasswordHash: "h"})
+		require.NoError(t, err)
 
-	entry := AuditEntry{Actor: "user:alice", Action: "device.accept", Object: "device:" + dev.ID}
-	_, err = s.SetDeviceStatus(WithAudit(ctx, entry), dev.ID, StatusAccepted)
-	require.NoError(t, err)
+		live, err := s.CreateSession(ctx, Session{IDHash: []byte("s1"), UserName: "alice",
+			CSRF: "c1", Expires: now.Add(time.Hour)})
+		require.NoError(t, err)
+		_, err = s.CreateSession(ctx, Session{IDHash: []byte("s2"), UserName: "alice",
+			CSRF: "c2", Expires: now.Add(-time.Hour)})
+		require.NoError(t, err)
 
-	// A refused mutation writes no entry.
-	bad := AuditEntry{Actor: "user:alice", Action: "device.pending", Object: "device:" + dev.ID}
-	_, err = s.SetDeviceStatus(WithAudit(ctx, bad), dev.ID, StatusPending)
-	require.ErrorIs(t, err, ErrInvalidTransition)
+		got, err := s.Session(ctx, []byte("s1"), now)
+		require.NoError(t, err)
+		assert.Equal(t, live, got)
+		_, err = s.Session(ctx, []byte("s2"), now)
+		assert.ErrorIs(t, err, ErrNotFound, "an expired session is not found")
+		_, err = s.CreateSession(ctx, Session{IDHash: []byte("s3"), UserName: "nobody",
+			CSRF: "c", Expires: now})
+		assert.ErrorIs(t, err, ErrNotFound, "a session needs a known user")
 
-	// An entry without an actor fails the mutation, which changes nothing.
-	_, err = s.SetDeviceStatus(WithAudit(ctx, AuditEntry{Action: "device.reject"}),
-		dev.ID, StatusRejected)
-	require.ErrorIs(t, err, ErrInvalid)
-	got, err := s.Device(ctx, dev.ID)
-	require.NoError(t, err)
-	assert.Equal(t, StatusAccepted, got.Status)
+		n, err := s.DeleteExpiredSessions(ctx, now)
+		require.NoError(t, err)
+		assert.Equal(t, 1, n)
+		require.NoError(t, s.DeleteSession(ctx, []byte("s1")))
+		require.NoError(t, s.DeleteSession(ctx, []byte("s1")), "deleting twice succeeds")
+		_, err = s.Session(ctx, []byte("s1"), now)
+		assert.ErrorIs(t, err, ErrNotFound)
+	})
+}
 
-	entries, err := s.ListAudit(ctx, AuditFilter{})
-	require.NoError(t, err)
-	require.Len(t, entries, 1)
-	assert.Equal(t, "device.accept", entries[0].Action)
-	assert.Equal(t, "user:alice", entries[0].Actor)
+func TestStore_Audit(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		for _, obj := range []string{"device:1", "device:2", "device:1"} {
+			_, err := s.AppendAudit(ctx, AuditEntry{Actor: "user:alice", Action: "device.accept",
+				Object: obj, Details: json.RawMessage(`{"from":"pending"}`)})
+			require.NoError(t, err)
+		}
+		_, err := s.AppendAudit(ctx, AuditEntry{Action: "x"})
+		assert.ErrorIs(t, err, ErrInvalid)
+
+		tests := []struct {
+			name    string
+			filter  AuditFilter
+			wantIDs []int64
+		}{
+			{"everything, newest first", AuditFilter{}, []int64{3, 2, 1}},
+			{"one object", AuditFilter{Object: "device:1"}, []int64{3, 1}},
+			{"a page", AuditFilter{Limit: 2}, []int64{3, 2}},
+			{"the next page", AuditFilter{Before: 2}, []int64{1}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				entries, err := s.ListAudit(ctx, tt.filter)
+				require.NoError(t, err)
+				var ids []int64
+				for _, e := range entries {
+					ids = append(ids, e.ID)
+					assert.JSONEq(t, `{"from":"pending"}`, string(e.Details))
+					assert.False(t, e.At.IsZero())
+				}
+				assert.Equal(t, tt.wantIDs, ids)
+			})
+		}
+	})
+}
+
+func TestStore_AuditWithMutation(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		dev, err := s.CreateDevice(ctx, testDevice(1))
+		require.NoError(t, err)
+
+		entry := AuditEntry{Actor: "user:alice", Action: "device.accept",
+			Object: "device:" + dev.ID}
+		_, err = s.SetDeviceStatus(WithAudit(ctx, entry), dev.ID, StatusAccepted)
+		require.NoError(t, err)
+
+		// A refused mutation writes no entry.
+		bad := AuditEntry{Actor: "user:alice", Action: "device.pending", Object: "device:" + dev.ID}
+		_, err = s.SetDeviceStatus(WithAudit(ctx, bad), dev.ID, StatusPending)
+		require.ErrorIs(t, err, ErrInvalidTransition)
+
+		// An entry without an actor fails the mutation, which changes nothing.
+		_, err = s.SetDeviceStatus(WithAudit(ctx, AuditEntry{Action: "device.reject"}),
+			dev.ID, StatusRejected)
+		require.ErrorIs(t, err, ErrInvalid)
+		got, err := s.Device(ctx, dev.ID)
+		require.NoError(t, err)
+		assert.Equal(t, StatusAccepted, got.Status)
+
+		entries, err := s.ListAudit(ctx, AuditFilter{})
+		require.NoError(t, err)
+		require.Len(t, entries, 1)
+		assert.Equal(t, "device.accept", entries[0].Action)
+		assert.Equal(t, "user:alice", entries[0].Actor)
+	})
 }

@@ -13,162 +13,170 @@ import (
 	"github.com/rotaupdate/rota/poll"
 )
 
-func TestSQLite_ReleaseCRUD(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
+func TestStore_ReleaseCRUD(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
 
-	r := testRelease(t, s)
-	r2, err := s.CreateRelease(ctx, Release{
-		Version: "2.0", Compatible: "acme-board", Digest: "sha256:2", Location: "reg/x:2",
-		SignatureKeyIDs: []string{"k1", "k2"}, Images: json.RawMessage(`[{"class":"rootfs"}]`),
-	})
-	require.NoError(t, err)
+		r := testRelease(t, s)
+		r2, err := s.CreateRelease(ctx, Release{
+			Version: "2.0", Compatible: "acme-board", Digest: "sha256:2", Location: "reg/x:2",
+			SignatureKeyIDs: []string{"k1", "k2"}, Images: json.RawMessage(`[{"class":"rootfs"}]`),
+		})
+		require.NoError(t, err)
 
-	got, err := s.Release(ctx, r2.ID)
-	require.NoError(t, err)
-	assert.Equal(t, r2, got)
-	got, err = s.ReleaseByDigest(ctx, r.Digest)
-	require.NoError(t, err)
-	assert.Equal(t, r, got)
+		got, err := s.Release(ctx, r2.ID)
+		require.NoError(t, err)
+		assert.Equal(t, r2, got)
+		got, err = s.ReleaseByDigest(ctx, r.Digest)
+		require.NoError(t, err)
+		assert.Equal(t, r, got)
 
-	list, next, err := s.ListReleases(ctx, Page{Limit: 1})
-	require.NoError(t, err)
-	require.Len(t, list, 1)
-	rest, last, err := s.ListReleases(ctx, Page{After: next})
-	require.NoError(t, err)
-	assert.Len(t, rest, 1)
-	assert.Empty(t, last)
+		list, next, err := s.ListReleases(ctx, Page{Limit: 1})
+		require.NoError(t, err)
+		require.Len(t, list, 1)
+		rest, last, err := s.ListReleases(ctx, Page{After: next})
+		require.NoError(t, err)
+		assert.Len(t, rest, 1)
+		assert.Empty(t, last)
 
-	_, err = s.CreateDeployment(ctx, Deployment{ReleaseID: r.ID, Target: Target{Group: "g"}})
-	require.NoError(t, err)
+		_, err = s.CreateDeployment(ctx, Deployment{ReleaseID: r.ID, Target: Target{Group: "g"}})
+		require.NoError(t, err)
 
-	runErrCases(t, []errCase{
-		{"a known digest is refused", func() error {
-			_, err := s.CreateRelease(ctx, Release{Version: "1", Compatible: "c",
-				Digest: r.Digest, Location: "l"})
-			return err
-		}, ErrExists},
-		{"a release without version is refused", func() error {
-			_, err := s.CreateRelease(ctx, Release{Compatible: "c", Digest: "d", Location: "l"})
-			return err
-		}, ErrInvalid},
-		{"a release in use is kept", func() error { return s.DeleteRelease(ctx, r.ID) }, ErrInUse},
-		{"an unused release is deleted", func() error { return s.DeleteRelease(ctx, r2.ID) }, nil},
-		{"a deleted release is not found", func() error {
-			_, err := s.Release(ctx, r2.ID)
-			return err
-		}, ErrNotFound},
+		runErrCases(t, []errCase{
+			{"a known digest is refused", func() error {
+				_, err := s.CreateRelease(ctx, Release{Version: "1", Compatible: "c",
+					Digest: r.Digest, Location: "l"})
+				return err
+			}, ErrExists},
+			{"a release without version is refused", func() error {
+				_, err := s.CreateRelease(ctx, Release{Compatible: "c", Digest: "d", Location: "l"})
+				return err
+			}, ErrInvalid},
+			{"a release in use is kept", func() error {
+				return s.DeleteRelease(ctx, r.ID)
+			}, ErrInUse},
+			{"an unused release is deleted", func() error {
+				return s.DeleteRelease(ctx, r2.ID)
+			}, nil},
+			{"a deleted release is not found", func() error {
+				_, err := s.Release(ctx, r2.ID)
+				return err
+			}, ErrNotFound},
+		})
 	})
 }
 
-func TestSQLite_DeploymentCRUD(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	r := testRelease(t, s)
+func TestStore_DeploymentCRUD(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		r := testRelease(t, s)
 
-	d := Deployment{
-		Name:      "spring rollout",
-		ReleaseID: r.ID,
-		Target: Target{Filter: &DeviceFilter{
-			Tag: "lab", Inventory: map[string]string{"a": "b"},
-		}},
-		Strategy: Strategy{
-			Phases: []Phase{
-				{Count: 5, StartAt: time.Date(2026, 4, 1, 8, 0, 0, 0, time.UTC)},
-				{Percent: 50, AfterSuccessPercent: 90, Soak: time.Hour},
-				{},
+		d := Deployment{
+			Name:      "spring rollout",
+			ReleaseID: r.ID,
+			Target: Target{Filter: &DeviceFilter{
+				Tag: "lab", Inventory: map[string]string{"a": "b"},
+			}},
+			Strategy: Strategy{
+				Phases: []Phase{
+					{Count: 5, StartAt: time.Date(2026, 4, 1, 8, 0, 0, 0, time.UTC)},
+					{Percent: 50, AfterSuccessPercent: 90, Soak: time.Hour},
+					{},
+				},
+				FailureThreshold: Threshold{Percent: 10},
+				MaxConcurrent:    100,
+				Windows: []MaintenanceWindow{{Days: []time.Weekday{time.Saturday},
+					Start: "02:00", Duration: 3 * time.Hour, TimeZone: "Europe/Berlin"}},
+				Retries: 2,
 			},
-			FailureThreshold: Threshold{Percent: 10},
-			MaxConcurrent:    100,
-			Windows: []MaintenanceWindow{{Days: []time.Weekday{time.Saturday},
-				Start: "02:00", Duration: 3 * time.Hour, TimeZone: "Europe/Berlin"}},
-			Retries: 2,
-		},
-	}
-	created, err := s.CreateDeployment(ctx, d)
-	require.NoError(t, err)
-	assert.Equal(t, DeploymentActive, created.Status)
-	got, err := s.Deployment(ctx, created.ID)
-	require.NoError(t, err)
-	assert.Equal(t, created, got)
+		}
+		created, err := s.CreateDeployment(ctx, d)
+		require.NoError(t, err)
+		assert.Equal(t, DeploymentActive, created.Status)
+		got, err := s.Deployment(ctx, created.ID)
+		require.NoError(t, err)
+		assert.Equal(t, created, got)
 
-	other, err := s.CreateDeployment(ctx, Deployment{ReleaseID: r.ID, Target: Target{Group: "g"},
-		Status: DeploymentPaused})
-	require.NoError(t, err)
-	paused, _, err := s.ListDeployments(ctx, DeploymentFilter{Status: DeploymentPaused}, Page{})
-	require.NoError(t, err)
-	require.Len(t, paused, 1)
-	assert.Equal(t, other.ID, paused[0].ID)
+		other, err := s.CreateDeployment(ctx, Deployment{ReleaseID: r.ID,
+			Target: Target{Group: "g"},
+			Status: DeploymentPaused})
+		require.NoError(t, err)
+		paused, _, err := s.ListDeployments(ctx, DeploymentFilter{Status: DeploymentPaused}, Page{})
+		require.NoError(t, err)
+		require.Len(t, paused, 1)
+		assert.Equal(t, other.ID, paused[0].ID)
 
-	tests := []struct {
-		name string
-		d    Deployment
-		want error
-	}{
-		{"no release", Deployment{Target: Target{Group: "g"}}, ErrInvalid},
-		{"an unknown release", Deployment{ReleaseID: "nope", Target: Target{Group: "g"}},
-			ErrNotFound},
-		{"no target", Deployment{ReleaseID: r.ID}, ErrInvalid},
-		{"two targets", Deployment{ReleaseID: r.ID,
-			Target: Target{Group: "g", Filter: &DeviceFilter{}}}, ErrInvalid},
-		{"an unknown status", Deployment{ReleaseID: r.ID, Target: Target{Group: "g"},
-			Status: "gone"}, ErrInvalid},
-		{"a taken ID", Deployment{ID: created.ID, ReleaseID: r.ID, Target: Target{Group: "g"}},
-			ErrExists},
-	}
-	for _, tt := range tests {
-		t.Run("refuses "+tt.name, func(t *testing.T) {
-			_, err := s.CreateDeployment(ctx, tt.d)
-			assert.ErrorIs(t, err, tt.want)
-		})
-	}
+		tests := []struct {
+			name string
+			d    Deployment
+			want error
+		}{
+			{"no release", Deployment{Target: Target{Group: "g"}}, ErrInvalid},
+			{"an unknown release", Deployment{ReleaseID: "nope", Target: Target{Group: "g"}},
+				ErrNotFound},
+			{"no target", Deployment{ReleaseID: r.ID}, ErrInvalid},
+			{"two targets", Deployment{ReleaseID: r.ID,
+				Target: Target{Group: "g", Filter: &DeviceFilter{}}}, ErrInvalid},
+			{"an unknown status", Deployment{ReleaseID: r.ID, Target: Target{Group: "g"},
+				Status: "gone"}, ErrInvalid},
+			{"a taken ID", Deployment{ID: created.ID, ReleaseID: r.ID, Target: Target{Group: "g"}},
+				ErrExists},
+		}
+		for _, tt := range tests {
+			t.Run("refuses "+tt.name, func(t *testing.T) {
+				_, err := s.CreateDeployment(ctx, tt.d)
+				assert.ErrorIs(t, err, tt.want)
+			})
+		}
+	})
 }
 
-func TestSQLite_SetDeploymentStatus(t *testing.T) {
-	tests := []struct {
-		name     string
-		from, to DeploymentStatus
-		want     error
-	}{
-		{"active is paused", DeploymentActive, DeploymentPaused, nil},
-		{"paused is resumed", DeploymentPaused, DeploymentActive, nil},
-		{"active is aborted", DeploymentActive, DeploymentAborted, nil},
-		{"paused is aborted", DeploymentPaused, DeploymentAborted, nil},
-		{"active finishes", DeploymentActive, DeploymentFinished, nil},
-		{"pausing twice changes nothing", DeploymentPaused, DeploymentPaused, nil},
-		{"paused cannot finish", DeploymentPaused, DeploymentFinished, ErrInvalidTransition},
-		{"aborted cannot resume", DeploymentAborted, DeploymentActive, ErrInvalidTransition},
-		{"finished cannot be paused", DeploymentFinished, DeploymentPaused,
-			ErrInvalidTransition},
-		{"an unknown status is invalid", DeploymentActive, "gone", ErrInvalid},
-	}
-	ctx := context.Background()
-	s := openTest(t)
-	r := testRelease(t, s)
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			d, err := s.CreateDeployment(ctx, Deployment{ReleaseID: r.ID,
-				Target: Target{Group: "g"}, Status: tt.from})
-			require.NoError(t, err)
+func TestStore_SetDeploymentStatus(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		tests := []struct {
+			name     string
+			from, to DeploymentStatus
+			want     error
+		}{
+			{"active is paused", DeploymentActive, DeploymentPaused, nil},
+			{"paused is resumed", DeploymentPaused, DeploymentActive, nil},
+			{"active is aborted", DeploymentActive, DeploymentAborted, nil},
+			{"paused is aborted", DeploymentPaused, DeploymentAborted, nil},
+			{"active finishes", DeploymentActive, DeploymentFinished, nil},
+			{"pausing twice changes nothing", DeploymentPaused, DeploymentPaused, nil},
+			{"paused cannot finish", DeploymentPaused, DeploymentFinished, ErrInvalidTransition},
+			{"aborted cannot resume", DeploymentAborted, DeploymentActive, ErrInvalidTransition},
+			{"finished cannot be paused", DeploymentFinished, DeploymentPaused,
+				ErrInvalidTransition},
+			{"an unknown status is invalid", DeploymentActive, "gone", ErrInvalid},
+		}
+		ctx := context.Background()
+		r := testRelease(t, s)
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				d, err := s.CreateDeployment(ctx, Deployment{ReleaseID: r.ID,
+					Target: Target{Group: "g"}, Status: tt.from})
+				require.NoError(t, err)
 
-			got, err := s.SetDeploymentStatus(ctx, d.ID, tt.to)
-			stored, gerr := s.Deployment(ctx, d.ID)
-			require.NoError(t, gerr)
-			if tt.want != nil {
-				assert.ErrorIs(t, err, tt.want)
-				assert.Equal(t, tt.from, stored.Status)
-				return
-			}
-			require.NoError(t, err)
-			assert.Equal(t, tt.to, got.Status)
-			assert.Equal(t, tt.to, stored.Status)
-		})
-	}
+				got, err := s.SetDeploymentStatus(ctx, d.ID, tt.to)
+				stored, gerr := s.Deployment(ctx, d.ID)
+				require.NoError(t, gerr)
+				if tt.want != nil {
+					assert.ErrorIs(t, err, tt.want)
+					assert.Equal(t, tt.from, stored.Status)
+					return
+				}
+				require.NoError(t, err)
+				assert.Equal(t, tt.to, got.Status)
+				assert.Equal(t, tt.to, stored.Status)
+			})
+		}
+	})
 }
 
 // rollout makes a release, n accepted devices and a deployment with the
 // strategy, every device in phase i%phases.
-func rollout(t *testing.T, s *SQLite, n int, st Strategy) (Deployment, []string) {
+func rollout(t *testing.T, s *sqlStore, n int, st Strategy) (Deployment, []string) {
 	t.Helper()
 	ctx := context.Background()
 	r := testRelease(t, s)
@@ -203,225 +211,231 @@ func report(id string, state poll.ReportState, log ...string) poll.Report {
 		Time: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
 }
 
-func TestSQLite_RecordReport(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	d, ids := rollout(t, s, 4, Strategy{Phases: []Phase{{Percent: 50}, {}}})
-	dev := ids[0]
+func TestStore_RecordReport(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		d, ids := rollout(t, s, 4, Strategy{Phases: []Phase{{Percent: 50}, {}}})
+		dev := ids[0]
 
-	tests := []struct {
-		name      string
-		device    string
-		r         poll.Report
-		recorded  bool
-		wantState TargetState
-		want      error
-	}{
-		{"a first report moves the state", dev, report("r1", poll.ReportDownloading, "a"),
-			true, "downloading", nil},
-		{"the same report again counts once", dev, report("r1", poll.ReportDownloading, "a"),
-			false, "downloading", nil},
-		{"a new state moves on", dev, report("r2", poll.ReportInstalling, "b"),
-			true, "installing", nil},
-		{"the same ID in another state is a new report", dev,
-			report("r2", poll.ReportSuccess, "c"), true, "success", nil},
-		{"a late retry does not undo success", dev, report("r3", poll.ReportVerifying),
-			true, "success", nil},
-		{"a malformed report is refused", dev, report("bad id!", poll.ReportFailure),
-			false, "success", ErrInvalid},
-		{"an unknown state is refused", dev, report("r4", "exploded"),
-			false, "success", ErrInvalid},
-		{"a device outside the deployment is not found", "stranger",
-			report("r1", poll.ReportSuccess), false, "", ErrNotFound},
-		{"another device fails", ids[1], report("x1", poll.ReportFailure, "boom"),
-			true, "failure", nil},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			recorded, err := s.RecordReport(ctx, d.ID, tt.device, tt.r)
-			if tt.want != nil {
-				assert.ErrorIs(t, err, tt.want)
-			} else {
-				require.NoError(t, err)
-			}
-			assert.Equal(t, tt.recorded, recorded)
-			if tt.wantState != "" {
-				dd, err := s.DeviceDeployment(ctx, d.ID, tt.device)
-				require.NoError(t, err)
-				assert.Equal(t, tt.wantState, dd.State)
-			}
-			checkCounts(t, s, d.ID)
-		})
-	}
-
-	dd, err := s.DeviceDeployment(ctx, d.ID, dev)
-	require.NoError(t, err)
-	assert.Equal(t, []string{"a", "b", "c"}, dd.Log)
-	assert.False(t, dd.Started.IsZero(), "a report marks the device started")
-	reports, err := s.Reports(ctx, d.ID, dev)
-	require.NoError(t, err)
-	assert.Len(t, reports, 4)
-
-	c := checkCounts(t, s, d.ID)
-	assert.Equal(t, Counts{"success": 1, "pending": 1}, c.Phases[0])
-	assert.Equal(t, Counts{"failure": 1, "pending": 1}, c.Phases[1])
-	assert.Equal(t, 0, c.InProgress)
-}
-
-func TestSQLite_RecordReport_LogIsBounded(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	d, ids := rollout(t, s, 1, Strategy{})
-	lines := make([]string, poll.MaxLogLines)
-	for i := range 3 {
-		for j := range lines {
-			lines[j] = fmt.Sprintf("%d.%d", i, j)
+		tests := []struct {
+			name      string
+			device    string
+			r         poll.Report
+			recorded  bool
+			wantState TargetState
+			want      error
+		}{
+			{"a first report moves the state", dev, report("r1", poll.ReportDownloading, "a"),
+				true, "downloading", nil},
+			{"the same report again counts once", dev, report("r1", poll.ReportDownloading, "a"),
+				false, "downloading", nil},
+			{"a new state moves on", dev, report("r2", poll.ReportInstalling, "b"),
+				true, "installing", nil},
+			{"the same ID in another state is a new report", dev,
+				report("r2", poll.ReportSuccess, "c"), true, "success", nil},
+			{"a late retry does not undo success", dev, report("r3", poll.ReportVerifying),
+				true, "success", nil},
+			{"a malformed report is refused", dev, report("bad id!", poll.ReportFailure),
+				false, "success", ErrInvalid},
+			{"an unknown state is refused", dev, report("r4", "exploded"),
+				false, "success", ErrInvalid},
+			{"a device outside the deployment is not found", "stranger",
+				report("r1", poll.ReportSuccess), false, "", ErrNotFound},
+			{"another device fails", ids[1], report("x1", poll.ReportFailure, "boom"),
+				true, "failure", nil},
 		}
-		_, err := s.RecordReport(ctx, d.ID, ids[0],
-			report(fmt.Sprint("r", i), poll.ReportDownloading, lines...))
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				recorded, err := s.RecordReport(ctx, d.ID, tt.device, tt.r)
+				if tt.want != nil {
+					assert.ErrorIs(t, err, tt.want)
+				} else {
+					require.NoError(t, err)
+				}
+				assert.Equal(t, tt.recorded, recorded)
+				if tt.wantState != "" {
+					dd, err := s.DeviceDeployment(ctx, d.ID, tt.device)
+					require.NoError(t, err)
+					assert.Equal(t, tt.wantState, dd.State)
+				}
+				checkCounts(t, s, d.ID)
+			})
+		}
+
+		dd, err := s.DeviceDeployment(ctx, d.ID, dev)
 		require.NoError(t, err)
-	}
-	dd, err := s.DeviceDeployment(ctx, d.ID, ids[0])
-	require.NoError(t, err)
-	require.Len(t, dd.Log, MaxDeviceLog)
-	assert.Equal(t, "1.0", dd.Log[0])
-	assert.Equal(t, fmt.Sprintf("2.%d", poll.MaxLogLines-1), dd.Log[MaxDeviceLog-1])
+		assert.Equal(t, []string{"a", "b", "c"}, dd.Log)
+		assert.False(t, dd.Started.IsZero(), "a report marks the device started")
+		reports, err := s.Reports(ctx, d.ID, dev)
+		require.NoError(t, err)
+		assert.Len(t, reports, 4)
+
+		c := checkCounts(t, s, d.ID)
+		assert.Equal(t, Counts{"success": 1, "pending": 1}, c.Phases[0])
+		assert.Equal(t, Counts{"failure": 1, "pending": 1}, c.Phases[1])
+		assert.Equal(t, 0, c.InProgress)
+	})
 }
 
-func TestSQLite_StartDevices(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	d, ids := rollout(t, s, 10, Strategy{Phases: []Phase{{Count: 5}, {}}, MaxConcurrent: 3})
-	phase0 := []string{ids[0], ids[2], ids[4], ids[6], ids[8]}
-
-	started, err := s.StartDevices(ctx, d.ID, 0, 10)
-	require.NoError(t, err)
-	assert.Equal(t, phase0[:3], started, "max concurrent caps the first batch")
-
-	started, err = s.StartDevices(ctx, d.ID, 0, 10)
-	require.NoError(t, err)
-	assert.Empty(t, started, "no room while three are in progress")
-
-	_, err = s.RecordReport(ctx, d.ID, phase0[0], report("a", poll.ReportSuccess))
-	require.NoError(t, err)
-	_, err = s.RecordReport(ctx, d.ID, phase0[1], report("a", poll.ReportDownloading))
-	require.NoError(t, err)
-	started, err = s.StartDevices(ctx, d.ID, 0, 10)
-	require.NoError(t, err)
-	assert.Equal(t, phase0[3:4], started, "a final device frees one place")
-
-	_, err = s.SetDeploymentStatus(ctx, d.ID, DeploymentPaused)
-	require.NoError(t, err)
-	_, err = s.RecordReport(ctx, d.ID, phase0[2], report("a", poll.ReportFailure))
-	require.NoError(t, err)
-	started, err = s.StartDevices(ctx, d.ID, 0, 10)
-	require.NoError(t, err)
-	assert.Empty(t, started, "a paused deployment starts nobody")
-
-	_, err = s.SetDeploymentStatus(ctx, d.ID, DeploymentActive)
-	require.NoError(t, err)
-	retried, err := s.RetryDevice(ctx, d.ID, phase0[2])
-	require.NoError(t, err)
-	assert.False(t, retried, "no retries in the strategy")
-
-	c := checkCounts(t, s, d.ID)
-	assert.Equal(t, 2, c.InProgress)
-
-	_, err = s.SetDeploymentStatus(ctx, d.ID, DeploymentAborted)
-	require.NoError(t, err)
-	c = checkCounts(t, s, d.ID)
-	assert.Equal(t, Counts{"success": 1, "downloading": 1, "failure": 1, "pending": 1,
-		"skipped": 1}, c.Phases[0], "the started device stays pending, the other is skipped")
-	assert.Equal(t, Counts{"skipped": 5}, c.Phases[1])
+func TestStore_RecordReport_LogIsBounded(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		d, ids := rollout(t, s, 1, Strategy{})
+		lines := make([]string, poll.MaxLogLines)
+		for i := range 3 {
+			for j := range lines {
+				lines[j] = fmt.Sprintf("%d.%d", i, j)
+			}
+			_, err := s.RecordReport(ctx, d.ID, ids[0],
+				report(fmt.Sprint("r", i), poll.ReportDownloading, lines...))
+			require.NoError(t, err)
+		}
+		dd, err := s.DeviceDeployment(ctx, d.ID, ids[0])
+		require.NoError(t, err)
+		require.Len(t, dd.Log, MaxDeviceLog)
+		assert.Equal(t, "1.0", dd.Log[0])
+		assert.Equal(t, fmt.Sprintf("2.%d", poll.MaxLogLines-1), dd.Log[MaxDeviceLog-1])
+	})
 }
 
-func TestSQLite_RetryDevice(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	d, ids := rollout(t, s, 1, Strategy{Retries: 1})
-	dev := ids[0]
+func TestStore_StartDevices(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		d, ids := rollout(t, s, 10, Strategy{Phases: []Phase{{Count: 5}, {}}, MaxConcurrent: 3})
+		phase0 := []string{ids[0], ids[2], ids[4], ids[6], ids[8]}
 
-	for attempt := 1; attempt <= 2; attempt++ {
-		started, err := s.StartDevices(ctx, d.ID, 0, 1)
+		started, err := s.StartDevices(ctx, d.ID, 0, 10)
 		require.NoError(t, err)
-		require.Equal(t, []string{dev}, started)
-		_, err = s.RecordReport(ctx, d.ID, dev,
-			report(fmt.Sprint("f", attempt), poll.ReportFailure))
-		require.NoError(t, err)
+		assert.Equal(t, phase0[:3], started, "max concurrent caps the first batch")
 
-		retried, err := s.RetryDevice(ctx, d.ID, dev)
+		started, err = s.StartDevices(ctx, d.ID, 0, 10)
 		require.NoError(t, err)
-		assert.Equal(t, attempt == 1, retried, "attempt %d", attempt)
-		checkCounts(t, s, d.ID)
-	}
-	dd, err := s.DeviceDeployment(ctx, d.ID, dev)
-	require.NoError(t, err)
-	assert.Equal(t, 2, dd.Attempts)
-	assert.Equal(t, TargetState("failure"), dd.State)
+		assert.Empty(t, started, "no room while three are in progress")
+
+		_, err = s.RecordReport(ctx, d.ID, phase0[0], report("a", poll.ReportSuccess))
+		require.NoError(t, err)
+		_, err = s.RecordReport(ctx, d.ID, phase0[1], report("a", poll.ReportDownloading))
+		require.NoError(t, err)
+		started, err = s.StartDevices(ctx, d.ID, 0, 10)
+		require.NoError(t, err)
+		assert.Equal(t, phase0[3:4], started, "a final device frees one place")
+
+		_, err = s.SetDeploymentStatus(ctx, d.ID, DeploymentPaused)
+		require.NoError(t, err)
+		_, err = s.RecordReport(ctx, d.ID, phase0[2], report("a", poll.ReportFailure))
+		require.NoError(t, err)
+		started, err = s.StartDevices(ctx, d.ID, 0, 10)
+		require.NoError(t, err)
+		assert.Empty(t, started, "a paused deployment starts nobody")
+
+		_, err = s.SetDeploymentStatus(ctx, d.ID, DeploymentActive)
+		require.NoError(t, err)
+		retried, err := s.RetryDevice(ctx, d.ID, phase0[2])
+		require.NoError(t, err)
+		assert.False(t, retried, "no retries in the strategy")
+
+		c := checkCounts(t, s, d.ID)
+		assert.Equal(t, 2, c.InProgress)
+
+		_, err = s.SetDeploymentStatus(ctx, d.ID, DeploymentAborted)
+		require.NoError(t, err)
+		c = checkCounts(t, s, d.ID)
+		assert.Equal(t, Counts{"success": 1, "downloading": 1, "failure": 1, "pending": 1,
+			"skipped": 1}, c.Phases[0], "the started device stays pending, the other is skipped")
+		assert.Equal(t, Counts{"skipped": 5}, c.Phases[1])
+	})
 }
 
-func TestSQLite_AddDeploymentDevices(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	d, ids := rollout(t, s, 3, Strategy{})
-	r := testRelease(t, s)
-	other, err := s.CreateDeployment(ctx, Deployment{ReleaseID: r.ID, Target: Target{Group: "g"}})
-	require.NoError(t, err)
+func TestStore_RetryDevice(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		d, ids := rollout(t, s, 1, Strategy{Retries: 1})
+		dev := ids[0]
 
-	active, err := s.ActiveDeviceDeployment(ctx, ids[0])
-	require.NoError(t, err)
-	assert.Equal(t, d.ID, active.DeploymentID)
+		for attempt := 1; attempt <= 2; attempt++ {
+			started, err := s.StartDevices(ctx, d.ID, 0, 1)
+			require.NoError(t, err)
+			require.Equal(t, []string{dev}, started)
+			_, err = s.RecordReport(ctx, d.ID, dev,
+				report(fmt.Sprint("f", attempt), poll.ReportFailure))
+			require.NoError(t, err)
 
-	tests := []struct {
-		name    string
-		deploy  string
-		phase   int
-		devices []string
-		want    error
-	}{
-		{"a device busy elsewhere is refused", other.ID, 0, ids[:1], ErrDeviceBusy},
-		{"an unknown device is not found", other.ID, 0, []string{"nope"}, ErrNotFound},
-		{"an unknown deployment is not found", "nope", 0, ids[:1], ErrNotFound},
-		{"a phase beyond the strategy is refused", other.ID, 1, ids[:1], ErrInvalid},
-		{"a device twice is refused", d.ID, 0, ids[:1], ErrExists},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := s.AddDeploymentDevices(ctx, tt.deploy, tt.phase, tt.devices)
-			assert.ErrorIs(t, err, tt.want)
-		})
-	}
-
-	t.Run("a device is free once it finished", func(t *testing.T) {
-		_, err := s.RecordReport(ctx, d.ID, ids[0], report("ok", poll.ReportSuccess))
+			retried, err := s.RetryDevice(ctx, d.ID, dev)
+			require.NoError(t, err)
+			assert.Equal(t, attempt == 1, retried, "attempt %d", attempt)
+			checkCounts(t, s, d.ID)
+		}
+		dd, err := s.DeviceDeployment(ctx, d.ID, dev)
 		require.NoError(t, err)
-		require.NoError(t, s.AddDeploymentDevices(ctx, other.ID, 0, ids[:1]))
+		assert.Equal(t, 2, dd.Attempts)
+		assert.Equal(t, TargetState("failure"), dd.State)
+	})
+}
+
+func TestStore_AddDeploymentDevices(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		d, ids := rollout(t, s, 3, Strategy{})
+		r := testRelease(t, s)
+		other, err := s.CreateDeployment(ctx, Deployment{ReleaseID: r.ID,
+			Target: Target{Group: "g"}})
+		require.NoError(t, err)
+
 		active, err := s.ActiveDeviceDeployment(ctx, ids[0])
 		require.NoError(t, err)
-		assert.Equal(t, other.ID, active.DeploymentID)
-	})
+		assert.Equal(t, d.ID, active.DeploymentID)
 
-	t.Run("history lists both deployments of the device", func(t *testing.T) {
-		var got []string
-		p := Page{Limit: 1}
-		for {
-			list, next, err := s.ListDeviceDeployments(ctx,
-				DeviceDeploymentFilter{DeviceID: ids[0]}, p)
-			require.NoError(t, err)
-			for _, dd := range list {
-				got = append(got, dd.DeploymentID)
-			}
-			if next == "" {
-				break
-			}
-			p.After = next
+		tests := []struct {
+			name    string
+			deploy  string
+			phase   int
+			devices []string
+			want    error
+		}{
+			{"a device busy elsewhere is refused", other.ID, 0, ids[:1], ErrDeviceBusy},
+			{"an unknown device is not found", other.ID, 0, []string{"nope"}, ErrNotFound},
+			{"an unknown deployment is not found", "nope", 0, ids[:1], ErrNotFound},
+			{"a phase beyond the strategy is refused", other.ID, 1, ids[:1], ErrInvalid},
+			{"a device twice is refused", d.ID, 0, ids[:1], ErrExists},
 		}
-		assert.ElementsMatch(t, []string{d.ID, other.ID}, got)
-	})
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				err := s.AddDeploymentDevices(ctx, tt.deploy, tt.phase, tt.devices)
+				assert.ErrorIs(t, err, tt.want)
+			})
+		}
 
-	t.Run("deleting a device takes it out of the counts", func(t *testing.T) {
-		require.NoError(t, s.DeleteDevice(ctx, ids[1]))
-		c := checkCounts(t, s, d.ID)
-		assert.Equal(t, 2, c.All.Total())
+		t.Run("a device is free once it finished", func(t *testing.T) {
+			_, err := s.RecordReport(ctx, d.ID, ids[0], report("ok", poll.ReportSuccess))
+			require.NoError(t, err)
+			require.NoError(t, s.AddDeploymentDevices(ctx, other.ID, 0, ids[:1]))
+			active, err := s.ActiveDeviceDeployment(ctx, ids[0])
+			require.NoError(t, err)
+			assert.Equal(t, other.ID, active.DeploymentID)
+		})
+
+		t.Run("history lists both deployments of the device", func(t *testing.T) {
+			var got []string
+			p := Page{Limit: 1}
+			for {
+				list, next, err := s.ListDeviceDeployments(ctx,
+					DeviceDeploymentFilter{DeviceID: ids[0]}, p)
+				require.NoError(t, err)
+				for _, dd := range list {
+					got = append(got, dd.DeploymentID)
+				}
+				if next == "" {
+					break
+				}
+				p.After = next
+			}
+			assert.ElementsMatch(t, []string{d.ID, other.ID}, got)
+		})
+
+		t.Run("deleting a device takes it out of the counts", func(t *testing.T) {
+			require.NoError(t, s.DeleteDevice(ctx, ids[1]))
+			c := checkCounts(t, s, d.ID)
+			assert.Equal(t, 2, c.All.Total())
+		})
 	})
 }

@@ -2,24 +2,85 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"github.com/stretchr/testify/assert"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rotaupdate/rota/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
 	// The crash test re-executes this binary as the child it kills.
-	if dir := os.Getenv(crashChildEnv); dir != "" {
-		os.Exit(runCrashChild(dir))
+	if db := os.Getenv(crashChildEnv); db != "" {
+		os.Exit(runCrashChild(os.Getenv(crashBackendEnv), db))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testutil.StopPostgres()
+	os.Exit(code)
+}
+
+// backend is a database the store runs on.
+type backend struct {
+	name string
+
+	// newDB returns a new, empty database: a file path or a URL.
+	newDB func(t testing.TB) string
+
+	// open opens the store on a database newDB returned.
+	open func(ctx context.Context, db string, opts ...Option) (*sqlStore, error)
+}
+
+var (
+	sqliteBackend = backend{
+		name:  "sqlite",
+		newDB: func(t testing.TB) string { return filepath.Join(t.TempDir(), "rota.db") },
+		open: func(ctx context.Context, db string, opts ...Option) (*sqlStore, error) {
+			s, err := OpenSQLite(ctx, db, opts...)
+			if err != nil {
+				return nil, err
+			}
+			return &s.sqlStore, nil
+		},
+	}
+	postgresBackend = backend{
+		name:  "postgres",
+		newDB: testutil.StartPostgres,
+		open: func(ctx context.Context, db string, opts ...Option) (*sqlStore, error) {
+			s, err := OpenPostgres(ctx, db, opts...)
+			if err != nil {
+				return nil, err
+			}
+			return &s.sqlStore, nil
+		},
+	}
+
+	// backends lists the databases every store test runs on.
+	backends = []backend{sqliteBackend, postgresBackend}
+)
+
+// backendNamed returns the backend called name.
+func backendNamed(name string) (backend, error) {
+	for _, b := range backends {
+		if b.name == name {
+			return b, nil
+		}
+	}
+	return backend{}, fmt.Errorf("no backend %q", name)
+}
+
+// forEachBackend runs test once on each backend, as a subtest named
+// after it, with a store on a new database.
+func forEachBackend(t *testing.T, test func(t *testing.T, s *sqlStore)) {
+	t.Helper()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { test(t, openTest(t, b)) })
+	}
 }
 
 // testClock returns a clock that advances a millisecond per reading.
@@ -31,14 +92,11 @@ func testClock() func() time.Time {
 	}
 }
 
-func openTest(t *testing.T) *SQLite {
-	return openTestB(t)
-}
-
-func openTestB(t testing.TB) *SQLite {
+// openTest opens a store of backend b on a new database, with the test
+// clock; it is closed when the test ends.
+func openTest(t testing.TB, b backend) *sqlStore {
 	t.Helper()
-	s, err := OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "rota.db"),
-		WithClock(testClock()))
+	s, err := b.open(context.Background(), b.newDB(t), WithClock(testClock()))
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 	return s
@@ -55,10 +113,10 @@ func testDevice(i int) Device {
 
 // insertDevices adds devices in one transaction, which is much faster
 // than a transaction each.
-func insertDevices(t testing.TB, s *SQLite, devs []Device) {
+func insertDevices(t testing.TB, s *sqlStore, devs []Device) {
 	t.Helper()
 	ctx := context.Background()
-	err := s.update(ctx, "insert test devices", func(tx *sql.Tx) error {
+	err := s.update(ctx, "insert test devices", func(tx conn) error {
 		for _, d := range devs {
 			if _, err := s.insertDevice(ctx, tx, d); err != nil {
 				return err
@@ -71,7 +129,7 @@ func insertDevices(t testing.TB, s *SQLite, devs []Device) {
 
 var releaseSeq atomic.Int64
 
-func testRelease(t *testing.T, s *SQLite) Release {
+func testRelease(t *testing.T, s *sqlStore) Release {
 	t.Helper()
 	r, err := s.CreateRelease(context.Background(), Release{
 		Version:    "1.2.0",
@@ -85,13 +143,13 @@ func testRelease(t *testing.T, s *SQLite) Release {
 }
 
 // checkCounts compares the kept counts with a count of the rows.
-func checkCounts(t *testing.T, s *SQLite, deploymentID string) DeploymentCounts {
+func checkCounts(t *testing.T, s *sqlStore, deploymentID string) DeploymentCounts {
 	t.Helper()
 	ctx := context.Background()
 	got, err := s.DeploymentCounts(ctx, deploymentID)
 	require.NoError(t, err)
 	want := Counts{}
-	rows, err := s.r.QueryContext(ctx, `SELECT state, COUNT(*) FROM deployment_devices
+	rows, err := s.reader().QueryContext(ctx, `SELECT state, COUNT(*) FROM deployment_devices
 		WHERE deployment_id = ? GROUP BY state`, deploymentID)
 	require.NoError(t, err)
 	defer rows.Close()

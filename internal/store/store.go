@@ -34,8 +34,9 @@ var (
 	// it takes part, unfinished, in another active or paused deployment.
 	ErrDeviceBusy = errors.New("store: device in another deployment")
 
-	// ErrSchemaTooNew is returned by OpenSQLite when the database was
-	// migrated by a newer version of this package than the running one.
+	// ErrSchemaTooNew is returned by OpenSQLite and OpenPostgres when the
+	// database was migrated by a newer version of this package than the
+	// running one.
 	ErrSchemaTooNew = errors.New("store: database schema newer than this program")
 )
 

@@ -34,11 +34,17 @@ func RequireTool(t testing.TB, name string) string {
 			return p
 		}
 	}
+	toolMissing(t, name)
+	return ""
+}
+
+// toolMissing fails the test under CI and skips it otherwise.
+func toolMissing(t testing.TB, name string) {
+	t.Helper()
 	if CI() {
 		t.Fatalf("%s is not installed; make test installs it", name)
 	}
 	t.Skipf("%s is not installed (run make test to install it)", name)
-	return ""
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.

@@ -43,8 +43,8 @@ func scanDevice(sc scanner) (Device, error) {
 }
 
 // CreateDevice implements Store.
-func (s *SQLite) CreateDevice(ctx context.Context, d Device) (Device, error) {
-	err := s.update(ctx, "create device "+d.ID, func(tx *sql.Tx) error {
+func (s *sqlStore) CreateDevice(ctx context.Context, d Device) (Device, error) {
+	err := s.update(ctx, "create device "+d.ID, func(tx conn) error {
 		var err error
 		d, err = s.insertDevice(ctx, tx, d)
 		return err
@@ -52,7 +52,7 @@ func (s *SQLite) CreateDevice(ctx context.Context, d Device) (Device, error) {
 	return d, err
 }
 
-func (s *SQLite) insertDevice(ctx context.Context, q querier, d Device) (Device, error) {
+func (s *sqlStore) insertDevice(ctx context.Context, q conn, d Device) (Device, error) {
 	if d.ID == "" {
 		d.ID = newID()
 	}
@@ -74,7 +74,7 @@ func (s *SQLite) insertDevice(ctx context.Context, q querier, d Device) (Device,
 		toJSON(d.Tags), toJSON(d.Groups), toJSON(nilIfEmpty(d.Inventory)),
 		micro(d.LastCheck), d.InstalledVersion, d.InstalledDigest, rawJSON(d.Slots),
 		micro(d.Created), micro(d.Updated))
-	if isUnique(err) {
+	if s.d.isUnique(err) {
 		return d, ErrExists
 	}
 	if err != nil {
@@ -90,17 +90,21 @@ func (s *SQLite) insertDevice(ctx context.Context, q querier, d Device) (Device,
 }
 
 // Device implements Store.
-func (s *SQLite) Device(ctx context.Context, id string) (Device, error) {
-	return s.deviceBy(ctx, s.r, "id", id)
+func (s *sqlStore) Device(ctx context.Context, id string) (Device, error) {
+	return s.deviceBy(ctx, s.reader(), "id", id, false)
 }
 
 // DeviceByKey implements Store.
-func (s *SQLite) DeviceByKey(ctx context.Context, keyID string) (Device, error) {
-	return s.deviceBy(ctx, s.r, "key_id", keyID)
+func (s *sqlStore) DeviceByKey(ctx context.Context, keyID string) (Device, error) {
+	return s.deviceBy(ctx, s.reader(), "key_id", keyID, false)
 }
 
-func (s *SQLite) deviceBy(ctx context.Context, q querier, col, v string) (Device, error) {
-	row := q.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE `+col+` = ?`, v)
+// deviceBy reads the device whose column col is v. With lock, writers
+// that change the device or lock it too wait until q, a transaction, ends.
+func (s *sqlStore) deviceBy(ctx context.Context, q conn, col, v string,
+	lock bool) (Device, error) {
+	row := q.QueryRowContext(ctx,
+		q.locking(`SELECT `+deviceColumns+` FROM devices WHERE `+col+` = ?`, lock), v)
 	d, err := scanDevice(row)
 	if err != nil {
 		return Device{}, fmt.Errorf("get device %s %s: %w", col, v, notFound(err))
@@ -138,7 +142,7 @@ func deviceWhere(f DeviceFilter) (*where, error) {
 }
 
 // ListDevices implements Store.
-func (s *SQLite) ListDevices(ctx context.Context, f DeviceFilter,
+func (s *sqlStore) ListDevices(ctx context.Context, f DeviceFilter,
 	p Page) ([]Device, string, error) {
 	devs, next, err := s.listDevices(ctx, f, p)
 	if err != nil {
@@ -147,7 +151,7 @@ func (s *SQLite) ListDevices(ctx context.Context, f DeviceFilter,
 	return devs, next, nil
 }
 
-func (s *SQLite) listDevices(ctx context.Context, f DeviceFilter,
+func (s *sqlStore) listDevices(ctx context.Context, f DeviceFilter,
 	p Page) ([]Device, string, error) {
 	limit, err := p.limit()
 	if err != nil {
@@ -158,10 +162,10 @@ func (s *SQLite) listDevices(ctx context.Context, f DeviceFilter,
 		return nil, "", err
 	}
 	if p.After != "" {
-		w.add(w.key+" > ?", p.After)
+		w.after(p.After, s.d.cursorBothSides)
 	}
 	// One row more than asked tells whether a next page exists.
-	rows, err := s.r.QueryContext(ctx, `SELECT `+prefixed("d.", deviceColumns)+
+	rows, err := s.reader().QueryContext(ctx, `SELECT `+prefixed("d.", deviceColumns)+
 		` FROM devices d`+w.String()+` ORDER BY `+w.key+` LIMIT ?`, append(w.all(), limit+1)...)
 	if err != nil {
 		return nil, "", err
@@ -186,13 +190,14 @@ func (s *SQLite) listDevices(ctx context.Context, f DeviceFilter,
 }
 
 // CountDevices implements Store.
-func (s *SQLite) CountDevices(ctx context.Context, f DeviceFilter) (int, error) {
+func (s *sqlStore) CountDevices(ctx context.Context, f DeviceFilter) (int, error) {
 	w, err := deviceWhere(f)
 	if err != nil {
 		return 0, fmt.Errorf("count devices: %w", err)
 	}
 	var n int
-	err = s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM devices d`+w.String(), w.all()...).Scan(&n)
+	err = s.reader().QueryRowContext(ctx, `SELECT COUNT(*) FROM devices d`+w.String(),
+		w.all()...).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count devices: %w", err)
 	}
@@ -200,15 +205,15 @@ func (s *SQLite) CountDevices(ctx context.Context, f DeviceFilter) (int, error) 
 }
 
 // SetDeviceStatus implements Store.
-func (s *SQLite) SetDeviceStatus(ctx context.Context, id string,
+func (s *sqlStore) SetDeviceStatus(ctx context.Context, id string,
 	to AdmissionStatus) (Device, error) {
 	var d Device
-	err := s.update(ctx, fmt.Sprintf("set device %s status %s", id, to), func(tx *sql.Tx) error {
+	err := s.update(ctx, fmt.Sprintf("set device %s status %s", id, to), func(tx conn) error {
 		if !to.valid() {
 			return fmt.Errorf("%w: admission status %q", ErrInvalid, to)
 		}
 		var err error
-		d, err = s.deviceBy(ctx, tx, "id", id)
+		d, err = s.deviceBy(ctx, tx, "id", id, true)
 		if err != nil || d.Status == to {
 			return err
 		}
@@ -224,11 +229,11 @@ func (s *SQLite) SetDeviceStatus(ctx context.Context, id string,
 }
 
 // RecordCheck implements Store.
-func (s *SQLite) RecordCheck(ctx context.Context, id string, c CheckInfo) error {
+func (s *sqlStore) RecordCheck(ctx context.Context, id string, c CheckInfo) error {
 	if c.At.IsZero() {
 		c.At = s.stamp()
 	}
-	return s.update(ctx, "record check of device "+id, func(tx *sql.Tx) error {
+	return s.update(ctx, "record check of device "+id, func(tx conn) error {
 		return mustAffect(tx.ExecContext(ctx, `UPDATE devices SET last_check = ?,
 			installed_version = ?, installed_digest = ?, slots = COALESCE(?, slots)
 			WHERE id = ?`,
@@ -237,8 +242,8 @@ func (s *SQLite) RecordCheck(ctx context.Context, id string, c CheckInfo) error 
 }
 
 // SetInventory implements Store.
-func (s *SQLite) SetInventory(ctx context.Context, id string, attrs map[string]string) error {
-	return s.update(ctx, "set inventory of device "+id, func(tx *sql.Tx) error {
+func (s *sqlStore) SetInventory(ctx context.Context, id string, attrs map[string]string) error {
+	return s.update(ctx, "set inventory of device "+id, func(tx conn) error {
 		err := mustAffect(tx.ExecContext(ctx,
 			`UPDATE devices SET inventory = ?, updated = ? WHERE id = ?`,
 			toJSON(nilIfEmpty(attrs)), micro(s.stamp()), id))
@@ -250,19 +255,19 @@ func (s *SQLite) SetInventory(ctx context.Context, id string, attrs map[string]s
 }
 
 // SetTags implements Store.
-func (s *SQLite) SetTags(ctx context.Context, id string, tags []string) error {
+func (s *sqlStore) SetTags(ctx context.Context, id string, tags []string) error {
 	return s.setLabels(ctx, id, "tags", "device_tags", "tag", tags)
 }
 
 // SetGroups implements Store.
-func (s *SQLite) SetGroups(ctx context.Context, id string, groups []string) error {
+func (s *sqlStore) SetGroups(ctx context.Context, id string, groups []string) error {
 	return s.setLabels(ctx, id, "groups_json", "device_groups", "group_name", groups)
 }
 
-func (s *SQLite) setLabels(ctx context.Context, id, jsonCol, table, col string,
+func (s *sqlStore) setLabels(ctx context.Context, id, jsonCol, table, col string,
 	labels []string) error {
 	labels = normalize(labels)
-	return s.update(ctx, "set "+col+"s of device "+id, func(tx *sql.Tx) error {
+	return s.update(ctx, "set "+col+"s of device "+id, func(tx conn) error {
 		err := mustAffect(tx.ExecContext(ctx,
 			`UPDATE devices SET `+jsonCol+` = ?, updated = ? WHERE id = ?`,
 			toJSON(labels), micro(s.stamp()), id))
@@ -274,8 +279,8 @@ func (s *SQLite) setLabels(ctx context.Context, id, jsonCol, table, col string,
 }
 
 // Groups implements Store.
-func (s *SQLite) Groups(ctx context.Context) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx,
+func (s *sqlStore) Groups(ctx context.Context) ([]string, error) {
+	rows, err := s.reader().QueryContext(ctx,
 		`SELECT DISTINCT group_name FROM device_groups ORDER BY group_name`)
 	if err != nil {
 		return nil, fmt.Errorf("list groups: %w", err)
@@ -296,10 +301,22 @@ func (s *SQLite) Groups(ctx context.Context) ([]string, error) {
 }
 
 // DeleteDevice implements Store.
-func (s *SQLite) DeleteDevice(ctx context.Context, id string) error {
-	return s.update(ctx, "delete device "+id, func(tx *sql.Tx) error {
+func (s *sqlStore) DeleteDevice(ctx context.Context, id string) error {
+	return s.update(ctx, "delete device "+id, func(tx conn) error {
+		// Lock the device, then its rows in deployments, in the order
+		// AddDeploymentDevices and RecordReport take them, so that their
+		// states cannot change before the counts are corrected.
+		err := lockRows(ctx, tx, `SELECT id FROM devices WHERE id = ?`, id)
+		if err != nil {
+			return err
+		}
+		err = lockRows(ctx, tx, `SELECT deployment_id FROM deployment_devices
+			WHERE device_id = ? ORDER BY deployment_id`, id)
+		if err != nil {
+			return err
+		}
 		// Counts are kept by hand, so take the device out of them first.
-		_, err := tx.ExecContext(ctx, `UPDATE deployment_counts SET n = n - 1
+		_, err = tx.ExecContext(ctx, `UPDATE deployment_counts SET n = n - 1
 			WHERE EXISTS (SELECT 1 FROM deployment_devices dd
 				WHERE dd.device_id = ? AND dd.deployment_id = deployment_counts.deployment_id
 				AND dd.phase = deployment_counts.phase AND dd.state = deployment_counts.state)`,
@@ -311,7 +328,7 @@ func (s *SQLite) DeleteDevice(ctx context.Context, id string) error {
 	})
 }
 
-func replaceSet(ctx context.Context, q querier, table, col, id string, values []string) error {
+func replaceSet(ctx context.Context, q conn, table, col, id string, values []string) error {
 	_, err := q.ExecContext(ctx, `DELETE FROM `+table+` WHERE device_id = ?`, id)
 	if err != nil {
 		return err
@@ -319,7 +336,7 @@ func replaceSet(ctx context.Context, q querier, table, col, id string, values []
 	return insertSet(ctx, q, table, col, id, values)
 }
 
-func insertSet(ctx context.Context, q querier, table, col, id string, values []string) error {
+func insertSet(ctx context.Context, q conn, table, col, id string, values []string) error {
 	for _, v := range values {
 		_, err := q.ExecContext(ctx,
 			`INSERT INTO `+table+` (device_id, `+col+`) VALUES (?, ?)`, id, v)
@@ -330,7 +347,7 @@ func insertSet(ctx context.Context, q querier, table, col, id string, values []s
 	return nil
 }
 
-func replaceInventory(ctx context.Context, q querier, id string, attrs map[string]string) error {
+func replaceInventory(ctx context.Context, q conn, id string, attrs map[string]string) error {
 	_, err := q.ExecContext(ctx, `DELETE FROM device_inventory WHERE device_id = ?`, id)
 	if err != nil {
 		return err
@@ -338,7 +355,7 @@ func replaceInventory(ctx context.Context, q querier, id string, attrs map[strin
 	return insertInventory(ctx, q, id, attrs)
 }
 
-func insertInventory(ctx context.Context, q querier, id string, attrs map[string]string) error {
+func insertInventory(ctx context.Context, q conn, id string, attrs map[string]string) error {
 	for k, v := range attrs {
 		_, err := q.ExecContext(ctx,
 			`INSERT INTO device_inventory (device_id, name, value) VALUES (?, ?, ?)`, id, k, v)

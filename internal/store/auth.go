@@ -8,11 +8,11 @@ import (
 )
 
 // AppendAudit implements Store.
-func (s *SQLite) AppendAudit(ctx context.Context, e AuditEntry) (int64, error) {
+func (s *sqlStore) AppendAudit(ctx context.Context, e AuditEntry) (int64, error) {
 	var id int64
 	// The entry is written here, not by update, even if ctx carries one.
 	ctx = context.WithValue(ctx, auditKey{}, nil)
-	err := s.update(ctx, "append audit entry "+e.Action, func(tx *sql.Tx) error {
+	err := s.update(ctx, "append audit entry "+e.Action, func(tx conn) error {
 		var err error
 		id, err = s.insertAudit(ctx, tx, e)
 		return err
@@ -20,7 +20,7 @@ func (s *SQLite) AppendAudit(ctx context.Context, e AuditEntry) (int64, error) {
 	return id, err
 }
 
-func (s *SQLite) insertAudit(ctx context.Context, tx *sql.Tx, e AuditEntry) (int64, error) {
+func (s *sqlStore) insertAudit(ctx context.Context, tx conn, e AuditEntry) (int64, error) {
 	if e.Actor == "" || e.Action == "" {
 		return 0, fmt.Errorf("%w: audit entry needs an actor and an action", ErrInvalid)
 	}
@@ -35,7 +35,7 @@ func (s *SQLite) insertAudit(ctx context.Context, tx *sql.Tx, e AuditEntry) (int
 }
 
 // ListAudit implements Store.
-func (s *SQLite) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
+func (s *sqlStore) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
 	limit, err := Page{Limit: f.Limit}.limit()
 	if err != nil {
 		return nil, fmt.Errorf("list audit log: %w", err)
@@ -47,7 +47,7 @@ func (s *SQLite) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, er
 	if f.Before > 0 {
 		w.add("id < ?", f.Before)
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT id, actor, action, object, at, details
+	rows, err := s.reader().QueryContext(ctx, `SELECT id, actor, action, object, at, details
 		FROM audit_log`+w.String()+` ORDER BY id DESC LIMIT ?`, append(w.args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("list audit log: %w", err)
@@ -73,17 +73,17 @@ func (s *SQLite) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, er
 }
 
 // CreateUser implements Store.
-func (s *SQLite) CreateUser(ctx context.Context, u User) (User, error) {
+func (s *sqlStore) CreateUser(ctx context.Context, u User) (User, error) {
 	u.Created = s.stamp()
 	u.Updated = u.Created
-	err := s.update(ctx, "create user "+u.Name, func(tx *sql.Tx) error {
+	err := s.update(ctx, "create user "+u.Name, func(tx conn) error {
 		if err := u.validate(); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO users (name, role, password_hash, created,
 			updated) VALUES (?, ?, ?, ?, ?)`,
 			u.Name, u.Role, u.PasswordHash, micro(u.Created), micro(u.Updated))
-		if isUnique(err) {
+		if s.d.isUnique(err) {
 			return ErrExists
 		}
 		return err
@@ -116,11 +116,11 @@ func scanUser(sc scanner) (User, error) {
 }
 
 // User implements Store.
-func (s *SQLite) User(ctx context.Context, name string) (User, error) {
-	return userByName(ctx, s.r, name)
+func (s *sqlStore) User(ctx context.Context, name string) (User, error) {
+	return userByName(ctx, s.reader(), name)
 }
 
-func userByName(ctx context.Context, q querier, name string) (User, error) {
+func userByName(ctx context.Context, q conn, name string) (User, error) {
 	row := q.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE name = ?`, name)
 	u, err := scanUser(row)
 	if err != nil {
@@ -130,8 +130,8 @@ func userByName(ctx context.Context, q querier, name string) (User, error) {
 }
 
 // ListUsers implements Store.
-func (s *SQLite) ListUsers(ctx context.Context) ([]User, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+userColumns+` FROM users ORDER BY name`)
+func (s *sqlStore) ListUsers(ctx context.Context) ([]User, error) {
+	rows, err := s.reader().QueryContext(ctx, `SELECT `+userColumns+` FROM users ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
@@ -151,8 +151,8 @@ func (s *SQLite) ListUsers(ctx context.Context) ([]User, error) {
 }
 
 // UpdateUser implements Store.
-func (s *SQLite) UpdateUser(ctx context.Context, u User) (User, error) {
-	err := s.update(ctx, "update user "+u.Name, func(tx *sql.Tx) error {
+func (s *sqlStore) UpdateUser(ctx context.Context, u User) (User, error) {
+	err := s.update(ctx, "update user "+u.Name, func(tx conn) error {
 		if err := u.validate(); err != nil {
 			return err
 		}
@@ -170,8 +170,8 @@ func (s *SQLite) UpdateUser(ctx context.Context, u User) (User, error) {
 }
 
 // DeleteUser implements Store.
-func (s *SQLite) DeleteUser(ctx context.Context, name string) error {
-	return s.update(ctx, "delete user "+name, func(tx *sql.Tx) error {
+func (s *sqlStore) DeleteUser(ctx context.Context, name string) error {
+	return s.update(ctx, "delete user "+name, func(tx conn) error {
 		return mustAffect(tx.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name))
 	})
 }
@@ -191,12 +191,12 @@ func scanToken(sc scanner) (APIToken, error) {
 }
 
 // CreateToken implements Store.
-func (s *SQLite) CreateToken(ctx context.Context, t APIToken) (APIToken, error) {
+func (s *sqlStore) CreateToken(ctx context.Context, t APIToken) (APIToken, error) {
 	if t.ID == "" {
 		t.ID = newID()
 	}
 	t.Created = s.stamp()
-	err := s.update(ctx, "create token "+t.ID, func(tx *sql.Tx) error {
+	err := s.update(ctx, "create token "+t.ID, func(tx conn) error {
 		switch {
 		case len(t.Hash) == 0:
 			return fmt.Errorf("%w: hash is required", ErrInvalid)
@@ -206,7 +206,7 @@ func (s *SQLite) CreateToken(ctx context.Context, t APIToken) (APIToken, error) 
 		_, err := tx.ExecContext(ctx, `INSERT INTO api_tokens (`+tokenColumns+`)
 			VALUES (?, ?, ?, ?, ?, ?)`,
 			t.ID, t.Name, t.Role, t.Hash, micro(t.Expires), micro(t.Created))
-		if isUnique(err) {
+		if s.d.isUnique(err) {
 			return ErrExists
 		}
 		return err
@@ -215,8 +215,8 @@ func (s *SQLite) CreateToken(ctx context.Context, t APIToken) (APIToken, error) 
 }
 
 // TokenByHash implements Store.
-func (s *SQLite) TokenByHash(ctx context.Context, hash []byte, now time.Time) (APIToken, error) {
-	row := s.r.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens
+func (s *sqlStore) TokenByHash(ctx context.Context, hash []byte, now time.Time) (APIToken, error) {
+	row := s.reader().QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens
 		WHERE hash = ? AND (expires IS NULL OR expires > ?)`, hash, now.UnixMicro())
 	t, err := scanToken(row)
 	if err != nil {
@@ -226,8 +226,8 @@ func (s *SQLite) TokenByHash(ctx context.Context, hash []byte, now time.Time) (A
 }
 
 // ListTokens implements Store.
-func (s *SQLite) ListTokens(ctx context.Context) ([]APIToken, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens ORDER BY id`)
+func (s *sqlStore) ListTokens(ctx context.Context) ([]APIToken, error) {
+	rows, err := s.reader().QueryContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
@@ -247,16 +247,16 @@ func (s *SQLite) ListTokens(ctx context.Context) ([]APIToken, error) {
 }
 
 // DeleteToken implements Store.
-func (s *SQLite) DeleteToken(ctx context.Context, id string) error {
-	return s.update(ctx, "delete token "+id, func(tx *sql.Tx) error {
+func (s *sqlStore) DeleteToken(ctx context.Context, id string) error {
+	return s.update(ctx, "delete token "+id, func(tx conn) error {
 		return mustAffect(tx.ExecContext(ctx, `DELETE FROM api_tokens WHERE id = ?`, id))
 	})
 }
 
 // CreateSession implements Store.
-func (s *SQLite) CreateSession(ctx context.Context, ses Session) (Session, error) {
+func (s *sqlStore) CreateSession(ctx context.Context, ses Session) (Session, error) {
 	ses.Created = s.stamp()
-	err := s.update(ctx, "create session of user "+ses.UserName, func(tx *sql.Tx) error {
+	err := s.update(ctx, "create session of user "+ses.UserName, func(tx conn) error {
 		if len(ses.IDHash) == 0 || ses.CSRF == "" || ses.Expires.IsZero() {
 			return fmt.Errorf("%w: ID hash, CSRF token and expiry are required", ErrInvalid)
 		}
@@ -264,9 +264,9 @@ func (s *SQLite) CreateSession(ctx context.Context, ses Session) (Session, error
 			created) VALUES (?, ?, ?, ?, ?)`,
 			ses.IDHash, ses.UserName, ses.CSRF, micro(ses.Expires), micro(ses.Created))
 		switch {
-		case isUnique(err):
+		case s.d.isUnique(err):
 			return ErrExists
-		case isForeignKey(err):
+		case s.d.isForeignKey(err):
 			return fmt.Errorf("user %s: %w", ses.UserName, ErrNotFound)
 		}
 		return err
@@ -275,12 +275,12 @@ func (s *SQLite) CreateSession(ctx context.Context, ses Session) (Session, error
 }
 
 // Session implements Store.
-func (s *SQLite) Session(ctx context.Context, idHash []byte, now time.Time) (Session, error) {
+func (s *sqlStore) Session(ctx context.Context, idHash []byte, now time.Time) (Session, error) {
 	var (
 		ses              Session
 		expires, created sql.NullInt64
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT id_hash, user_name, csrf, expires, created
+	err := s.reader().QueryRowContext(ctx, `SELECT id_hash, user_name, csrf, expires, created
 		FROM sessions WHERE id_hash = ? AND expires > ?`, idHash, now.UnixMicro()).
 		Scan(&ses.IDHash, &ses.UserName, &ses.CSRF, &expires, &created)
 	if err != nil {
@@ -291,17 +291,17 @@ func (s *SQLite) Session(ctx context.Context, idHash []byte, now time.Time) (Ses
 }
 
 // DeleteSession implements Store.
-func (s *SQLite) DeleteSession(ctx context.Context, idHash []byte) error {
-	return s.update(ctx, "delete session", func(tx *sql.Tx) error {
+func (s *sqlStore) DeleteSession(ctx context.Context, idHash []byte) error {
+	return s.update(ctx, "delete session", func(tx conn) error {
 		_, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE id_hash = ?`, idHash)
 		return err
 	})
 }
 
 // DeleteExpiredSessions implements Store.
-func (s *SQLite) DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error) {
+func (s *sqlStore) DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error) {
 	var n int64
-	err := s.update(ctx, "delete expired sessions", func(tx *sql.Tx) error {
+	err := s.update(ctx, "delete expired sessions", func(tx conn) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE expires <= ?`,
 			now.UnixMicro())
 		if err != nil {

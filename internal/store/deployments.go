@@ -5,8 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/rotaupdate/rota/poll"
 )
@@ -43,7 +46,7 @@ func scanDeployment(sc scanner) (Deployment, error) {
 }
 
 // CreateDeployment implements Store.
-func (s *SQLite) CreateDeployment(ctx context.Context, d Deployment) (Deployment, error) {
+func (s *sqlStore) CreateDeployment(ctx context.Context, d Deployment) (Deployment, error) {
 	if d.ID == "" {
 		d.ID = newID()
 	}
@@ -52,7 +55,7 @@ func (s *SQLite) CreateDeployment(ctx context.Context, d Deployment) (Deployment
 	}
 	d.Created = s.stamp()
 	d.Updated = d.Created
-	err := s.update(ctx, "create deployment "+d.ID, func(tx *sql.Tx) error {
+	err := s.update(ctx, "create deployment "+d.ID, func(tx conn) error {
 		if err := d.validate(); err != nil {
 			return err
 		}
@@ -65,9 +68,9 @@ func (s *SQLite) CreateDeployment(ctx context.Context, d Deployment) (Deployment
 			d.ID, d.Name, d.ReleaseID, d.Target.Group, filter, toJSON(d.Strategy),
 			d.Status, micro(d.Created), micro(d.Updated))
 		switch {
-		case isUnique(err):
+		case s.d.isUnique(err):
 			return ErrExists
-		case isForeignKey(err):
+		case s.d.isForeignKey(err):
 			return fmt.Errorf("release %s: %w", d.ReleaseID, ErrNotFound)
 		}
 		return err
@@ -90,13 +93,15 @@ func (d *Deployment) validate() error {
 }
 
 // Deployment implements Store.
-func (s *SQLite) Deployment(ctx context.Context, id string) (Deployment, error) {
-	return deploymentByID(ctx, s.r, id)
+func (s *sqlStore) Deployment(ctx context.Context, id string) (Deployment, error) {
+	return deploymentByID(ctx, s.reader(), id, false)
 }
 
-func deploymentByID(ctx context.Context, q querier, id string) (Deployment, error) {
-	row := q.QueryRowContext(ctx,
-		`SELECT `+deploymentColumns+` FROM deployments WHERE id = ?`, id)
+// deploymentByID reads a deployment. With lock, writers that change the
+// deployment or lock it too wait until q, a transaction, ends.
+func deploymentByID(ctx context.Context, q conn, id string, lock bool) (Deployment, error) {
+	row := q.QueryRowContext(ctx, q.locking(
+		`SELECT `+deploymentColumns+` FROM deployments WHERE id = ?`, lock), id)
 	d, err := scanDeployment(row)
 	if err != nil {
 		return Deployment{}, fmt.Errorf("get deployment %s: %w", id, notFound(err))
@@ -105,7 +110,7 @@ func deploymentByID(ctx context.Context, q querier, id string) (Deployment, erro
 }
 
 // ListDeployments implements Store.
-func (s *SQLite) ListDeployments(ctx context.Context, f DeploymentFilter,
+func (s *sqlStore) ListDeployments(ctx context.Context, f DeploymentFilter,
 	p Page) ([]Deployment, string, error) {
 	limit, err := p.limit()
 	if err != nil {
@@ -116,7 +121,7 @@ func (s *SQLite) ListDeployments(ctx context.Context, f DeploymentFilter,
 	if f.Status != "" {
 		w.add("status = ?", f.Status)
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT `+deploymentColumns+` FROM deployments`+
+	rows, err := s.reader().QueryContext(ctx, `SELECT `+deploymentColumns+` FROM deployments`+
 		w.String()+` ORDER BY id LIMIT ?`, append(w.args, limit+1)...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list deployments: %w", err)
@@ -141,16 +146,16 @@ func (s *SQLite) ListDeployments(ctx context.Context, f DeploymentFilter,
 }
 
 // SetDeploymentStatus implements Store.
-func (s *SQLite) SetDeploymentStatus(ctx context.Context, id string,
+func (s *sqlStore) SetDeploymentStatus(ctx context.Context, id string,
 	to DeploymentStatus) (Deployment, error) {
 	var d Deployment
 	op := fmt.Sprintf("set deployment %s status %s", id, to)
-	err := s.update(ctx, op, func(tx *sql.Tx) error {
+	err := s.update(ctx, op, func(tx conn) error {
 		if !to.valid() {
 			return fmt.Errorf("%w: deployment status %q", ErrInvalid, to)
 		}
 		var err error
-		d, err = deploymentByID(ctx, tx, id)
+		d, err = deploymentByID(ctx, tx, id, true)
 		if err != nil || d.Status == to {
 			return err
 		}
@@ -163,46 +168,77 @@ func (s *SQLite) SetDeploymentStatus(ctx context.Context, id string,
 		if err != nil || to != DeploymentAborted {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE deployment_devices SET state = ?, updated = ?
-			WHERE deployment_id = ? AND state = ? AND started IS NULL`,
-			StateSkipped, micro(d.Updated), id, StatePending)
-		if err != nil {
-			return err
-		}
-		return recount(ctx, tx, id)
+		return skipPending(ctx, tx, id, d.Updated)
 	})
 	return d, err
 }
 
-// recount rebuilds a deployment's counts after a change of many devices.
-func recount(ctx context.Context, tx *sql.Tx, deploymentID string) error {
-	_, err := tx.ExecContext(ctx,
-		`DELETE FROM deployment_counts WHERE deployment_id = ?`, deploymentID)
+// skipPending marks the devices of a deployment that were never started
+// as skipped and moves them in the counts by the phases the update
+// returns, which are exactly the rows it changed even while devices
+// report concurrently.
+func skipPending(ctx context.Context, tx conn, deploymentID string, now time.Time) error {
+	rows, err := tx.QueryContext(ctx, `UPDATE deployment_devices SET state = ?, updated = ?
+		WHERE deployment_id = ? AND state = ? AND started IS NULL RETURNING phase`,
+		StateSkipped, micro(now), deploymentID, StatePending)
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO deployment_counts (deployment_id, phase, state, n)
-		SELECT deployment_id, phase, state, COUNT(*) FROM deployment_devices
-		WHERE deployment_id = ? GROUP BY deployment_id, phase, state`, deploymentID)
-	return err
+	skipped := map[int]int{}
+	for rows.Next() {
+		var phase int
+		if err := rows.Scan(&phase); err != nil {
+			rows.Close()
+			return err
+		}
+		skipped[phase]++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, phase := range slices.Sorted(maps.Keys(skipped)) {
+		err := shift(ctx, tx, deploymentID, phase, StatePending, StateSkipped, skipped[phase])
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // move counts one device of a phase out of state from and into state to.
-func move(ctx context.Context, tx *sql.Tx, deploymentID string, phase int,
+func move(ctx context.Context, tx conn, deploymentID string, phase int,
 	from, to TargetState) error {
-	if from == to {
+	return shift(ctx, tx, deploymentID, phase, from, to, 1)
+}
+
+// shift counts n devices of a phase out of state from and into state to.
+// It writes the two counts in the order of their states, so that two
+// transactions shifting between the same states in opposite directions
+// never wait for each other in a cycle.
+func shift(ctx context.Context, tx conn, deploymentID string, phase int,
+	from, to TargetState, n int) error {
+	if from == to || n == 0 {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE deployment_counts SET n = n - 1
-		WHERE deployment_id = ? AND phase = ? AND state = ?`, deploymentID, phase, from)
-	if err != nil {
+	take := func() error {
+		_, err := tx.ExecContext(ctx, `UPDATE deployment_counts SET n = n - ?
+			WHERE deployment_id = ? AND phase = ? AND state = ?`, n, deploymentID, phase, from)
 		return err
 	}
-	return addCount(ctx, tx, deploymentID, phase, to, 1)
+	give := func() error { return addCount(ctx, tx, deploymentID, phase, to, n) }
+	first, second := take, give
+	if to < from {
+		first, second = give, take
+	}
+	if err := first(); err != nil {
+		return err
+	}
+	return second()
 }
 
 // addCount adds n devices to the count of a phase and state.
-func addCount(ctx context.Context, tx *sql.Tx, deploymentID string, phase int,
+func addCount(ctx context.Context, tx conn, deploymentID string, phase int,
 	state TargetState, n int) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO deployment_counts (deployment_id, phase, state, n)
 		VALUES (?, ?, ?, ?)
@@ -211,12 +247,17 @@ func addCount(ctx context.Context, tx *sql.Tx, deploymentID string, phase int,
 	return err
 }
 
-// AddDeploymentDevices implements Store.
-func (s *SQLite) AddDeploymentDevices(ctx context.Context, deploymentID string, phase int,
+// AddDeploymentDevices implements Store. The deployment's row is locked
+// first, then each device's row in the order of their IDs: two calls
+// adding the same device to two deployments queue on the device, and
+// the second sees the first's row when it checks that the device is
+// free. Taking the devices in one order keeps two such calls from
+// waiting for each other.
+func (s *sqlStore) AddDeploymentDevices(ctx context.Context, deploymentID string, phase int,
 	deviceIDs []string) error {
 	op := fmt.Sprintf("add %d devices to deployment %s", len(deviceIDs), deploymentID)
-	return s.update(ctx, op, func(tx *sql.Tx) error {
-		d, err := deploymentByID(ctx, tx, deploymentID)
+	return s.update(ctx, op, func(tx conn) error {
+		d, err := deploymentByID(ctx, tx, deploymentID, true)
 		if err != nil {
 			return err
 		}
@@ -227,18 +268,22 @@ func (s *SQLite) AddDeploymentDevices(ctx context.Context, deploymentID string, 
 			return fmt.Errorf("%w: phase %d", ErrInvalid, phase)
 		}
 		now := micro(s.stamp())
-		for _, dev := range deviceIDs {
+		for _, dev := range slices.Sorted(slices.Values(deviceIDs)) {
+			err := lockRows(ctx, tx, `SELECT id FROM devices WHERE id = ?`, dev)
+			if err != nil {
+				return err
+			}
 			if err := checkNotBusy(ctx, tx, deploymentID, dev); err != nil {
 				return err
 			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO deployment_devices (deployment_id,
+			_, err = tx.ExecContext(ctx, `INSERT INTO deployment_devices (deployment_id,
 				device_id, phase, state, attempts, message, log, created, updated)
 				VALUES (?, ?, ?, ?, 0, '', 'null', ?, ?)`,
 				deploymentID, dev, phase, StatePending, now, now)
 			switch {
-			case isUnique(err):
+			case s.d.isUnique(err):
 				return fmt.Errorf("device %s: %w", dev, ErrExists)
-			case isForeignKey(err):
+			case s.d.isForeignKey(err):
 				return fmt.Errorf("device %s: %w", dev, ErrNotFound)
 			case err != nil:
 				return err
@@ -248,7 +293,7 @@ func (s *SQLite) AddDeploymentDevices(ctx context.Context, deploymentID string, 
 	})
 }
 
-func checkNotBusy(ctx context.Context, tx *sql.Tx, deploymentID, deviceID string) error {
+func checkNotBusy(ctx context.Context, tx conn, deploymentID, deviceID string) error {
 	var other string
 	err := tx.QueryRowContext(ctx, `SELECT dd.deployment_id FROM deployment_devices dd
 		JOIN deployments d ON d.id = dd.deployment_id
@@ -265,14 +310,17 @@ func checkNotBusy(ctx context.Context, tx *sql.Tx, deploymentID, deviceID string
 }
 
 // StartDevices implements Store. Counting the devices in progress and
-// marking new ones happen in one write transaction, and SQLite runs one
-// writer at a time, so concurrent calls cannot overshoot MaxConcurrent.
-func (s *SQLite) StartDevices(ctx context.Context, deploymentID string,
+// marking new ones happen in one write transaction that holds the
+// deployment: SQLite runs one writer at a time, and on PostgreSQL the
+// transaction locks the deployment's row first. Concurrent calls, from
+// this process or another sharing the database, run one after the other
+// and cannot overshoot MaxConcurrent.
+func (s *sqlStore) StartDevices(ctx context.Context, deploymentID string,
 	phase, n int) ([]string, error) {
 	var started []string
 	op := fmt.Sprintf("start devices of deployment %s phase %d", deploymentID, phase)
-	err := s.update(ctx, op, func(tx *sql.Tx) error {
-		d, err := deploymentByID(ctx, tx, deploymentID)
+	err := s.update(ctx, op, func(tx conn) error {
+		d, err := deploymentByID(ctx, tx, deploymentID, true)
 		if err != nil || d.Status != DeploymentActive {
 			return err
 		}
@@ -305,11 +353,11 @@ func (s *SQLite) StartDevices(ctx context.Context, deploymentID string,
 	return started, err
 }
 
-func pendingDevices(ctx context.Context, tx *sql.Tx, deploymentID string,
+func pendingDevices(ctx context.Context, tx conn, deploymentID string,
 	phase, n int) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT device_id FROM deployment_devices
+	rows, err := tx.QueryContext(ctx, tx.locking(`SELECT device_id FROM deployment_devices
 		WHERE deployment_id = ? AND phase = ? AND state = ? AND started IS NULL
-		ORDER BY device_id LIMIT ?`, deploymentID, phase, StatePending, n)
+		ORDER BY device_id LIMIT ?`, true), deploymentID, phase, StatePending, n)
 	if err != nil {
 		return nil, err
 	}
@@ -328,7 +376,7 @@ func pendingDevices(ctx context.Context, tx *sql.Tx, deploymentID string,
 // inProgress counts the started devices not in a final state.
 // TODO(#5): this reads every row of the deployment; keep the number of
 // started devices in deployment_counts if it shows up in profiles.
-func inProgress(ctx context.Context, q querier, deploymentID string) (int, error) {
+func inProgress(ctx context.Context, q conn, deploymentID string) (int, error) {
 	var n int
 	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_devices
 		WHERE deployment_id = ? AND started IS NOT NULL AND state NOT IN `+finalStates,
@@ -337,15 +385,15 @@ func inProgress(ctx context.Context, q querier, deploymentID string) (int, error
 }
 
 // RetryDevice implements Store.
-func (s *SQLite) RetryDevice(ctx context.Context, deploymentID, deviceID string) (bool, error) {
+func (s *sqlStore) RetryDevice(ctx context.Context, deploymentID, deviceID string) (bool, error) {
 	retried := false
 	op := fmt.Sprintf("retry device %s in deployment %s", deviceID, deploymentID)
-	err := s.update(ctx, op, func(tx *sql.Tx) error {
-		d, err := deploymentByID(ctx, tx, deploymentID)
+	err := s.update(ctx, op, func(tx conn) error {
+		d, err := deploymentByID(ctx, tx, deploymentID, false)
 		if err != nil {
 			return err
 		}
-		dd, err := deviceDeployment(ctx, tx, deploymentID, deviceID)
+		dd, err := deviceDeployment(ctx, tx, deploymentID, deviceID, true)
 		if err != nil {
 			return err
 		}
@@ -390,10 +438,12 @@ func scanDeviceDeployment(sc scanner) (DeviceDeployment, error) {
 	return dd, nil
 }
 
-func deviceDeployment(ctx context.Context, q querier, deploymentID,
-	deviceID string) (DeviceDeployment, error) {
-	row := q.QueryRowContext(ctx, `SELECT `+deviceDeploymentColumns+`
-		FROM deployment_devices WHERE deployment_id = ? AND device_id = ?`,
+// deviceDeployment reads one device's state in one deployment. With lock,
+// writers that change it or lock it too wait until q, a transaction, ends.
+func deviceDeployment(ctx context.Context, q conn, deploymentID, deviceID string,
+	lock bool) (DeviceDeployment, error) {
+	row := q.QueryRowContext(ctx, q.locking(`SELECT `+deviceDeploymentColumns+`
+		FROM deployment_devices WHERE deployment_id = ? AND device_id = ?`, lock),
 		deploymentID, deviceID)
 	dd, err := scanDeviceDeployment(row)
 	if err != nil {
@@ -404,15 +454,15 @@ func deviceDeployment(ctx context.Context, q querier, deploymentID,
 }
 
 // DeviceDeployment implements Store.
-func (s *SQLite) DeviceDeployment(ctx context.Context, deploymentID,
+func (s *sqlStore) DeviceDeployment(ctx context.Context, deploymentID,
 	deviceID string) (DeviceDeployment, error) {
-	return deviceDeployment(ctx, s.r, deploymentID, deviceID)
+	return deviceDeployment(ctx, s.reader(), deploymentID, deviceID, false)
 }
 
 // ActiveDeviceDeployment implements Store.
-func (s *SQLite) ActiveDeviceDeployment(ctx context.Context,
+func (s *sqlStore) ActiveDeviceDeployment(ctx context.Context,
 	deviceID string) (DeviceDeployment, error) {
-	row := s.r.QueryRowContext(ctx, `SELECT `+prefixed("dd.", deviceDeploymentColumns)+`
+	row := s.reader().QueryRowContext(ctx, `SELECT `+prefixed("dd.", deviceDeploymentColumns)+`
 		FROM deployment_devices dd JOIN deployments d ON d.id = dd.deployment_id
 		WHERE dd.device_id = ? AND d.status IN ('active', 'paused')
 		AND dd.state NOT IN `+finalStates+`
@@ -426,7 +476,7 @@ func (s *SQLite) ActiveDeviceDeployment(ctx context.Context,
 }
 
 // ListDeviceDeployments implements Store.
-func (s *SQLite) ListDeviceDeployments(ctx context.Context, f DeviceDeploymentFilter,
+func (s *sqlStore) ListDeviceDeployments(ctx context.Context, f DeviceDeploymentFilter,
 	p Page) ([]DeviceDeployment, string, error) {
 	list, next, err := s.listDeviceDeployments(ctx, f, p)
 	if err != nil {
@@ -435,7 +485,7 @@ func (s *SQLite) ListDeviceDeployments(ctx context.Context, f DeviceDeploymentFi
 	return list, next, nil
 }
 
-func (s *SQLite) listDeviceDeployments(ctx context.Context, f DeviceDeploymentFilter,
+func (s *sqlStore) listDeviceDeployments(ctx context.Context, f DeviceDeploymentFilter,
 	p Page) ([]DeviceDeployment, string, error) {
 	limit, err := p.limit()
 	if err != nil {
@@ -461,7 +511,7 @@ func (s *SQLite) listDeviceDeployments(ctx context.Context, f DeviceDeploymentFi
 		}
 		w.add("(deployment_id > ? OR (deployment_id = ? AND device_id > ?))", dep, dep, dev)
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT `+deviceDeploymentColumns+`
+	rows, err := s.reader().QueryContext(ctx, `SELECT `+deviceDeploymentColumns+`
 		FROM deployment_devices`+w.String()+` ORDER BY deployment_id, device_id LIMIT ?`,
 		append(w.args, limit+1)...)
 	if err != nil {
@@ -498,7 +548,7 @@ func splitCursor(c string) (string, string, error) {
 }
 
 // DeploymentCounts implements Store.
-func (s *SQLite) DeploymentCounts(ctx context.Context,
+func (s *sqlStore) DeploymentCounts(ctx context.Context,
 	deploymentID string) (DeploymentCounts, error) {
 	c, err := s.deploymentCounts(ctx, deploymentID)
 	if err != nil {
@@ -508,15 +558,17 @@ func (s *SQLite) DeploymentCounts(ctx context.Context,
 	return c, nil
 }
 
-func (s *SQLite) deploymentCounts(ctx context.Context,
+func (s *sqlStore) deploymentCounts(ctx context.Context,
 	deploymentID string) (DeploymentCounts, error) {
-	// Read both in one transaction, so they agree with each other.
-	tx, err := s.r.BeginTx(ctx, nil)
+	// Read both in one transaction on one snapshot, so they agree with
+	// each other.
+	sqlTx, err := s.r.BeginTx(ctx, s.d.readTx)
 	if err != nil {
 		return DeploymentCounts{}, err
 	}
-	defer tx.Rollback()
-	if _, err := deploymentByID(ctx, tx, deploymentID); err != nil {
+	defer sqlTx.Rollback()
+	tx := conn{sqlTx, s.d}
+	if _, err := deploymentByID(ctx, tx, deploymentID, false); err != nil {
 		return DeploymentCounts{}, err
 	}
 	c := DeploymentCounts{All: Counts{}, Phases: map[int]Counts{}}

@@ -9,17 +9,19 @@ import (
 	"github.com/rotaupdate/rota/poll"
 )
 
-// RecordReport implements Store.
-func (s *SQLite) RecordReport(ctx context.Context, deploymentID, deviceID string,
+// RecordReport implements Store. It reads the device's state with a row
+// lock, so that two reports of one device, even to two servers sharing
+// the database, apply one after the other.
+func (s *sqlStore) RecordReport(ctx context.Context, deploymentID, deviceID string,
 	r poll.Report) (bool, error) {
 	recorded := false
 	op := fmt.Sprintf("record report %s of device %s in deployment %s",
 		r.ID, deviceID, deploymentID)
-	err := s.update(ctx, op, func(tx *sql.Tx) error {
+	err := s.update(ctx, op, func(tx conn) error {
 		if err := r.Validate(); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
-		dd, err := deviceDeployment(ctx, tx, deploymentID, deviceID)
+		dd, err := deviceDeployment(ctx, tx, deploymentID, deviceID, true)
 		if err != nil {
 			return err
 		}
@@ -47,7 +49,7 @@ func (s *SQLite) RecordReport(ctx context.Context, deploymentID, deviceID string
 }
 
 // advance moves a device's state in a deployment after a new report.
-func (s *SQLite) advance(ctx context.Context, tx *sql.Tx, dd DeviceDeployment, r poll.Report,
+func (s *sqlStore) advance(ctx context.Context, tx conn, dd DeviceDeployment, r poll.Report,
 	now time.Time) error {
 	state := TargetState(r.State)
 	if dd.State.Final() && !state.Final() {
@@ -78,8 +80,8 @@ func (s *SQLite) advance(ctx context.Context, tx *sql.Tx, dd DeviceDeployment, r
 }
 
 // Reports implements Store.
-func (s *SQLite) Reports(ctx context.Context, deploymentID, deviceID string) ([]Report, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT state, report_id, message, log, progress_done,
+func (s *sqlStore) Reports(ctx context.Context, deploymentID, deviceID string) ([]Report, error) {
+	rows, err := s.reader().QueryContext(ctx, `SELECT state, report_id, message, log, progress_done,
 		progress_total, reported, received FROM reports
 		WHERE deployment_id = ? AND device_id = ? ORDER BY received, report_id`,
 		deploymentID, deviceID)

@@ -29,12 +29,12 @@ func scanRelease(sc scanner) (Release, error) {
 }
 
 // CreateRelease implements Store.
-func (s *SQLite) CreateRelease(ctx context.Context, r Release) (Release, error) {
+func (s *sqlStore) CreateRelease(ctx context.Context, r Release) (Release, error) {
 	if r.ID == "" {
 		r.ID = newID()
 	}
 	r.Created = s.stamp()
-	err := s.update(ctx, "create release "+r.Digest, func(tx *sql.Tx) error {
+	err := s.update(ctx, "create release "+r.Digest, func(tx conn) error {
 		if r.Version == "" || r.Compatible == "" || r.Digest == "" || r.Location == "" {
 			return fmt.Errorf("%w: version, compatible, digest and location are required",
 				ErrInvalid)
@@ -43,7 +43,7 @@ func (s *SQLite) CreateRelease(ctx context.Context, r Release) (Release, error) 
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			r.ID, r.Version, r.Compatible, r.Digest, r.Size, r.Location,
 			toJSON(r.SignatureKeyIDs), rawJSON(r.Images), micro(r.Created))
-		if isUnique(err) {
+		if s.d.isUnique(err) {
 			return ErrExists
 		}
 		return err
@@ -52,17 +52,17 @@ func (s *SQLite) CreateRelease(ctx context.Context, r Release) (Release, error) 
 }
 
 // Release implements Store.
-func (s *SQLite) Release(ctx context.Context, id string) (Release, error) {
+func (s *sqlStore) Release(ctx context.Context, id string) (Release, error) {
 	return s.releaseBy(ctx, "id", id)
 }
 
 // ReleaseByDigest implements Store.
-func (s *SQLite) ReleaseByDigest(ctx context.Context, digest string) (Release, error) {
+func (s *sqlStore) ReleaseByDigest(ctx context.Context, digest string) (Release, error) {
 	return s.releaseBy(ctx, "digest", digest)
 }
 
-func (s *SQLite) releaseBy(ctx context.Context, col, v string) (Release, error) {
-	row := s.r.QueryRowContext(ctx,
+func (s *sqlStore) releaseBy(ctx context.Context, col, v string) (Release, error) {
+	row := s.reader().QueryRowContext(ctx,
 		`SELECT `+releaseColumns+` FROM releases WHERE `+col+` = ?`, v)
 	r, err := scanRelease(row)
 	if err != nil {
@@ -72,12 +72,12 @@ func (s *SQLite) releaseBy(ctx context.Context, col, v string) (Release, error) 
 }
 
 // ListReleases implements Store.
-func (s *SQLite) ListReleases(ctx context.Context, p Page) ([]Release, string, error) {
+func (s *sqlStore) ListReleases(ctx context.Context, p Page) ([]Release, string, error) {
 	limit, err := p.limit()
 	if err != nil {
 		return nil, "", fmt.Errorf("list releases: %w", err)
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases
+	rows, err := s.reader().QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases
 		WHERE id > ? ORDER BY id LIMIT ?`, p.After, limit+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("list releases: %w", err)
@@ -102,10 +102,10 @@ func (s *SQLite) ListReleases(ctx context.Context, p Page) ([]Release, string, e
 }
 
 // DeleteRelease implements Store.
-func (s *SQLite) DeleteRelease(ctx context.Context, id string) error {
-	return s.update(ctx, "delete release "+id, func(tx *sql.Tx) error {
+func (s *sqlStore) DeleteRelease(ctx context.Context, id string) error {
+	return s.update(ctx, "delete release "+id, func(tx conn) error {
 		err := mustAffect(tx.ExecContext(ctx, `DELETE FROM releases WHERE id = ?`, id))
-		if isForeignKey(err) {
+		if s.d.isForeignKey(err) {
 			return ErrInUse
 		}
 		return err

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rotaupdate/rota/internal/testutil"
+)
+
+// fleetSize is the number of simulated devices in the fleet tests.
+const fleetSize = 10
+
+// backends are the databases the fleet tests run on: SQLite in the data
+// directory and a fresh database on a real PostgreSQL server.
+var backends = []struct {
+	name     string
+	database func(t *testing.T) string
+}{
+	{"sqlite", func(*testing.T) string { return "" }},
+	{"postgres", func(t *testing.T) string { return testutil.StartPostgres(t) }},
+}
+
+// release is the part of a release the tests read.
+type release struct {
+	ID      string `json:"id"`
+	Version string `json:"version"`
+	Digest  string `json:"digest"`
+}
+
+// deployment is the part of a deployment's detail the tests read.
+type deployment struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Counts struct {
+		Total      int            `json:"total"`
+		All        map[string]int `json:"states"`
+		InProgress int            `json:"inProgress"`
+		Phases     []struct {
+			Total  int            `json:"total"`
+			States map[string]int `json:"states"`
+		} `json:"phases"`
+	} `json:"counts"`
+}
+
+func (s *serverProc) upload(raw []byte) release {
+	s.t.Helper()
+	var r release
+	require.Equal(s.t, http.StatusCreated, s.api("POST", "/api/v1/releases", raw, &r))
+	return r
+}
+
+func (s *serverProc) deployment(id string) deployment {
+	s.t.Helper()
+	var d deployment
+	require.Equal(s.t, http.StatusOK, s.api("GET", "/api/v1/deployments/"+id, nil, &d))
+	return d
+}
+
+// acceptedDevices waits until n devices are accepted.
+func (s *serverProc) acceptedDevices(n int) {
+	s.t.Helper()
+	eventually(s.t, 60*time.Second, fmt.Sprintf("%d accepted devices", n), func() bool {
+		var page struct {
+			Total int `json:"total"`
+		}
+		s.api("GET", "/api/v1/devices?status=accepted&limit=1", nil, &page)
+		return page.Total == n
+	})
+}
+
+// phased is the strategy of the fleet tests: a canary phase of two
+// devices, then half of the rest, then the rest, pausing as soon as one
+// device fails.
+var phased = map[string]any{
+	"phases": []map[string]any{
+		{"count": 2},
+		{"percent": 50},
+		{},
+	},
+	"failureThreshold": map[string]any{"percent": 10},
+}
+
+func (s *serverProc) deploy(releaseID string) string {
+	s.t.Helper()
+	var d deployment
+	code := s.api("POST", "/api/v1/deployments", map[string]any{
+		"name":      "e2e " + releaseID,
+		"releaseId": releaseID,
+		"target":    map[string]any{"filter": map[string]any{"status": "accepted"}},
+		"strategy":  phased,
+	}, &d)
+	require.Equal(s.t, http.StatusCreated, code)
+	return d.ID
+}
+
+// TestFleet runs the whole flow on a real server process with real
+// agents: a good release reaches every device phase by phase, and a
+// release that fails its health check fails the canary phase, pauses the
+// deployment by itself, and its later phases never start.
+func TestFleet(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			srv := startServer(t, b.database(t))
+			signer, pub := fleetKey(t, srv.data)
+			srv.stop()
+			srv.start() // the server loads keys at start
+
+			good := srv.upload(buildRelease(t, signer, "2.0.0"))
+			bad := srv.upload(buildRelease(t, signer, "3.0.0"))
+			simulate(t, srv, pub, fleetSize, "3.0.0")
+			srv.acceptedDevices(fleetSize)
+
+			id := srv.deploy(good.ID)
+			eventually(t, 3*time.Minute, "the good deployment to finish", func() bool {
+				return srv.deployment(id).Status == "finished"
+			})
+			d := srv.deployment(id)
+			assert.Equal(t, fleetSize, d.Counts.All["success"], "counts: %+v", d.Counts)
+
+			id = srv.deploy(bad.ID)
+			eventually(t, 2*time.Minute, "the bad deployment to pause", func() bool {
+				return srv.deployment(id).Status == "paused"
+			})
+			time.Sleep(3 * time.Second) // long enough for a wrong start to show
+			d = srv.deployment(id)
+			require.Len(t, d.Counts.Phases, 3)
+			canary := d.Counts.Phases[0].States
+			assert.Positive(t, canary["rolled-back"]+canary["failure"],
+				"the canary phase failed: %+v", d.Counts)
+			assert.Zero(t, canary["success"], "no device runs the bad release")
+			for _, p := range d.Counts.Phases[1:] {
+				assert.Equal(t, p.Total, p.States["pending"],
+					"later phases never start: %+v", d.Counts)
+			}
+			require.NoError(t, srv.stop(), "graceful shutdown")
+		})
+	}
+}
+
+// TestCrash kills the server with SIGKILL 20 times during an active
+// deployment; after each restart the deployment goes on, and at the end
+// every device has succeeded and the counts agree with the device states.
+func TestCrash(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			srv := startServer(t, b.database(t))
+			signer, pub := fleetKey(t, srv.data)
+			srv.stop()
+			srv.start()
+
+			rel := srv.upload(buildRelease(t, signer, "2.0.0"))
+			simulate(t, srv, pub, fleetSize, "")
+			srv.acceptedDevices(fleetSize)
+			id := srv.deploy(rel.ID)
+
+			for range 20 {
+				time.Sleep(time.Duration(100+rand.IntN(600)) * time.Millisecond)
+				srv.kill()
+				srv.start()
+			}
+			eventually(t, 3*time.Minute, "the deployment to finish", func() bool {
+				return srv.deployment(id).Status == "finished"
+			})
+			d := srv.deployment(id)
+			assert.Equal(t, map[string]int{"success": fleetSize}, d.Counts.All)
+			assert.Zero(t, d.Counts.InProgress)
+
+			var devices struct {
+				Items []struct {
+					State string `json:"state"`
+				} `json:"items"`
+			}
+			require.Equal(t, http.StatusOK,
+				srv.api("GET", "/api/v1/deployments/"+id+"/devices?limit=1000", nil, &devices))
+			require.Len(t, devices.Items, fleetSize)
+			for _, dd := range devices.Items {
+				assert.Equal(t, "success", dd.State)
+			}
+		})
+	}
+}

@@ -1,0 +1,155 @@
+-- The tables of migrations/sqlite/0001_init.sql, which explains them, in
+-- PostgreSQL's types: the store runs the same queries on both. Times are
+-- Unix microseconds (UTC) in BIGINT; NULL means never or none. JSON is
+-- kept as TEXT, byte for byte as written. Every TEXT column uses the "C"
+-- collation, so that IDs sort bytewise, as in SQLite and in pagination
+-- cursors, whatever the database's locale. The audit log's IDs come from
+-- an identity column, which does not reuse the values of transactions
+-- that rolled back.
+
+CREATE TABLE devices (
+    id                TEXT COLLATE "C" PRIMARY KEY,
+    key_id            TEXT COLLATE "C" NOT NULL UNIQUE,
+    public_key        TEXT COLLATE "C" NOT NULL,
+    identity          TEXT COLLATE "C" NOT NULL,
+    status            TEXT COLLATE "C" NOT NULL,
+    tags              TEXT COLLATE "C" NOT NULL,
+    groups_json       TEXT COLLATE "C" NOT NULL,
+    inventory         TEXT COLLATE "C" NOT NULL,
+    last_check        BIGINT,
+    installed_version TEXT COLLATE "C" NOT NULL,
+    installed_digest  TEXT COLLATE "C" NOT NULL,
+    slots             TEXT COLLATE "C",
+    created           BIGINT NOT NULL,
+    updated           BIGINT NOT NULL
+);
+CREATE INDEX devices_status ON devices (status, id);
+CREATE INDEX devices_version ON devices (installed_version, id);
+
+CREATE TABLE device_tags (
+    device_id TEXT COLLATE "C" NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    tag       TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (device_id, tag)
+);
+CREATE INDEX device_tags_tag ON device_tags (tag, device_id);
+
+CREATE TABLE device_groups (
+    device_id  TEXT COLLATE "C" NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    group_name TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (device_id, group_name)
+);
+CREATE INDEX device_groups_name ON device_groups (group_name, device_id);
+
+CREATE TABLE device_inventory (
+    device_id TEXT COLLATE "C" NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    name      TEXT COLLATE "C" NOT NULL,
+    value     TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (device_id, name)
+);
+CREATE INDEX device_inventory_value ON device_inventory (name, value, device_id);
+
+CREATE TABLE releases (
+    id             TEXT COLLATE "C" PRIMARY KEY,
+    version        TEXT COLLATE "C" NOT NULL,
+    compatible     TEXT COLLATE "C" NOT NULL,
+    digest         TEXT COLLATE "C" NOT NULL UNIQUE,
+    size           BIGINT NOT NULL,
+    location       TEXT COLLATE "C" NOT NULL,
+    signature_keys TEXT COLLATE "C" NOT NULL,
+    images         TEXT COLLATE "C",
+    created        BIGINT NOT NULL
+);
+CREATE INDEX releases_compatible ON releases (compatible, version);
+
+CREATE TABLE deployments (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    name          TEXT COLLATE "C" NOT NULL,
+    release_id    TEXT COLLATE "C" NOT NULL REFERENCES releases (id),
+    target_group  TEXT COLLATE "C" NOT NULL,
+    target_filter TEXT COLLATE "C",
+    strategy      TEXT COLLATE "C" NOT NULL,
+    status        TEXT COLLATE "C" NOT NULL,
+    created       BIGINT NOT NULL,
+    updated       BIGINT NOT NULL
+);
+CREATE INDEX deployments_status ON deployments (status, id);
+CREATE INDEX deployments_release ON deployments (release_id);
+
+CREATE TABLE deployment_devices (
+    deployment_id TEXT COLLATE "C" NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+    device_id     TEXT COLLATE "C" NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    phase         INTEGER NOT NULL,
+    state         TEXT COLLATE "C" NOT NULL,
+    started       BIGINT,
+    attempts      INTEGER NOT NULL,
+    last_report   BIGINT,
+    message       TEXT COLLATE "C" NOT NULL,
+    log           TEXT COLLATE "C" NOT NULL,
+    created       BIGINT NOT NULL,
+    updated       BIGINT NOT NULL,
+    PRIMARY KEY (deployment_id, device_id)
+);
+CREATE INDEX deployment_devices_phase
+    ON deployment_devices (deployment_id, phase, state, device_id);
+CREATE INDEX deployment_devices_device ON deployment_devices (device_id, deployment_id);
+
+CREATE TABLE deployment_counts (
+    deployment_id TEXT COLLATE "C" NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+    phase         INTEGER NOT NULL,
+    state         TEXT COLLATE "C" NOT NULL,
+    n             INTEGER NOT NULL,
+    PRIMARY KEY (deployment_id, phase, state)
+);
+
+CREATE TABLE reports (
+    deployment_id  TEXT COLLATE "C" NOT NULL,
+    device_id      TEXT COLLATE "C" NOT NULL,
+    state          TEXT COLLATE "C" NOT NULL,
+    report_id      TEXT COLLATE "C" NOT NULL,
+    message        TEXT COLLATE "C" NOT NULL,
+    log            TEXT COLLATE "C" NOT NULL,
+    progress_done  BIGINT,
+    progress_total BIGINT,
+    reported       BIGINT,
+    received       BIGINT NOT NULL,
+    PRIMARY KEY (deployment_id, device_id, state, report_id),
+    FOREIGN KEY (deployment_id, device_id)
+        REFERENCES deployment_devices (deployment_id, device_id) ON DELETE CASCADE
+);
+
+CREATE TABLE audit_log (
+    id      BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    actor   TEXT COLLATE "C" NOT NULL,
+    action  TEXT COLLATE "C" NOT NULL,
+    object  TEXT COLLATE "C" NOT NULL,
+    at      BIGINT NOT NULL,
+    details TEXT COLLATE "C"
+);
+CREATE INDEX audit_log_object ON audit_log (object, id);
+
+CREATE TABLE users (
+    name          TEXT COLLATE "C" PRIMARY KEY,
+    role          TEXT COLLATE "C" NOT NULL,
+    password_hash TEXT COLLATE "C" NOT NULL,
+    created       BIGINT NOT NULL,
+    updated       BIGINT NOT NULL
+);
+
+CREATE TABLE api_tokens (
+    id      TEXT COLLATE "C" PRIMARY KEY,
+    name    TEXT COLLATE "C" NOT NULL,
+    role    TEXT COLLATE "C" NOT NULL,
+    hash    BYTEA NOT NULL UNIQUE,
+    expires BIGINT,
+    created BIGINT NOT NULL
+);
+
+CREATE TABLE sessions (
+    id_hash   BYTEA PRIMARY KEY,
+    user_name TEXT COLLATE "C" NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    csrf      TEXT COLLATE "C" NOT NULL,
+    expires   BIGINT NOT NULL,
+    created   BIGINT NOT NULL
+);
+CREATE INDEX sessions_expires ON sessions (expires);
+CREATE INDEX sessions_user ON sessions (user_name);
