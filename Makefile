@@ -49,6 +49,7 @@ fuzz:
 bench:
 	./scripts/bench.sh $(BENCHDIR)
 	./scripts/bench-install.sh $(BENCHDIR)
+	./scripts/bench-poll.sh
 
 demo:
 	./scripts/demo.sh

@@ -87,6 +87,7 @@ type deviceAPI struct {
 	log      *slog.Logger
 	sessions *sessions
 	limit    *limiter // nil means no limit
+	seen     *seenBatch
 }
 
 // NewDeviceAPI returns the handler of the device API, serving the paths
@@ -113,7 +114,7 @@ func NewDeviceAPI(cfg DeviceAPIConfig) (http.Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	a := &deviceAPI{cfg: cfg, log: cfg.Logger, sessions: newSessions()}
+	a := &deviceAPI{cfg: cfg, log: cfg.Logger, sessions: newSessions(), seen: newSeenBatch()}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}

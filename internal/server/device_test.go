@@ -347,6 +347,51 @@ func TestDeviceAPI_CheckIsRecordedAndCached(t *testing.T) {
 	assert.NotEqual(t, etag, w.Header().Get("ETag"))
 }
 
+func TestDeviceAPI_CheckTimesAreBatched(t *testing.T) {
+	e := newEnv(t, server.DeviceAPIConfig{})
+	id, token := e.acceptedDevice(t)
+	req := poll.CheckRequest{Compatible: "acme-board",
+		Installed: poll.Installed{Version: "1.0.0"},
+		Slots:     []poll.SlotInfo{{Name: "rootfs.0", Class: "rootfs", Booted: true}}}
+	lastCheck := func() time.Time {
+		dev, err := e.st.Device(context.Background(), id)
+		require.NoError(t, err)
+		return dev.LastCheck
+	}
+
+	require.Equal(t, http.StatusOK, e.do(t, "POST", "/check", token, req).Code)
+	require.False(t, lastCheck().IsZero(), "the first check is written at once")
+
+	// A check that changes nothing starts a batch...
+	e.clock.Advance(300 * time.Millisecond)
+	require.Equal(t, http.StatusOK, e.do(t, "POST", "/check", token, req).Code)
+	second := e.clock.Now().UTC().Truncate(time.Microsecond)
+	require.Eventually(t, func() bool { return lastCheck().Equal(second) },
+		5*time.Second, 10*time.Millisecond)
+
+	// ...and within a second of it, the next waits for the next batch...
+	e.clock.Advance(300 * time.Millisecond)
+	require.Equal(t, http.StatusOK, e.do(t, "POST", "/check", token, req).Code)
+	time.Sleep(50 * time.Millisecond)
+	assert.Equal(t, second, lastCheck().UTC())
+
+	// ...which a check a second later writes, with the latest time.
+	e.clock.Advance(time.Second)
+	require.Equal(t, http.StatusOK, e.do(t, "POST", "/check", token, req).Code)
+	want := e.clock.Now().UTC().Truncate(time.Microsecond)
+	require.Eventually(t, func() bool { return lastCheck().Equal(want) },
+		5*time.Second, 10*time.Millisecond)
+
+	// A check that reports a new release is written before the answer.
+	e.clock.Advance(100 * time.Millisecond)
+	req.Installed.Version = "1.1.0"
+	require.Equal(t, http.StatusOK, e.do(t, "POST", "/check", token, req).Code)
+	dev, err := e.st.Device(context.Background(), id)
+	require.NoError(t, err)
+	assert.Equal(t, "1.1.0", dev.InstalledVersion)
+	assert.Equal(t, e.clock.Now().UTC().Truncate(time.Microsecond), dev.LastCheck.UTC())
+}
+
 func TestDeviceAPI_Bundle(t *testing.T) {
 	raw := []byte(strings.Repeat("0123456789", 100))
 	other := "sha256:" + strings.Repeat("ab", 32)

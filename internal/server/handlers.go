@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -155,7 +156,11 @@ func (a *deviceAPI) check(w http.ResponseWriter, r *http.Request) {
 	if req.Slots != nil {
 		info.Slots, _ = json.Marshal(req.Slots) // plain strings and booleans
 	}
-	if err := a.cfg.Store.RecordCheck(r.Context(), dev.ID, info); err != nil {
+	if unchanged(dev, info) {
+		if batch := a.seen.add(dev.ID, info.At); batch != nil {
+			go a.flushSeen(batch)
+		}
+	} else if err := a.cfg.Store.RecordCheck(r.Context(), dev.ID, info); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -175,6 +180,14 @@ func (a *deviceAPI) check(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(body)
+}
+
+// unchanged reports whether a check tells nothing new of the device but
+// the time: it checked before, and runs the release and has the slots
+// stored.
+func unchanged(dev store.Device, c store.CheckInfo) bool {
+	return !dev.LastCheck.IsZero() && c.Version == dev.InstalledVersion &&
+		c.Digest == dev.InstalledDigest && (c.Slots == nil || bytes.Equal(c.Slots, dev.Slots))
 }
 
 // offer returns the update the device should install now; nil if none.

@@ -567,7 +567,7 @@ func (s *sqlStore) deploymentCounts(ctx context.Context,
 		return DeploymentCounts{}, err
 	}
 	defer sqlTx.Rollback()
-	tx := conn{sqlTx, s.d}
+	tx := conn{q: sqlTx, d: s.d}
 	if _, err := deploymentByID(ctx, tx, deploymentID, false); err != nil {
 		return DeploymentCounts{}, err
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 const deviceColumns = `id, key_id, public_key, identity, status, tags, groups_json,
@@ -50,6 +51,18 @@ func (s *sqlStore) CreateDevice(ctx context.Context, d Device) (Device, error) {
 		return err
 	})
 	return d, err
+}
+
+// ImportDevices implements Store.
+func (s *sqlStore) ImportDevices(ctx context.Context, ds []Device) error {
+	return s.update(ctx, fmt.Sprintf("import %d devices", len(ds)), func(tx conn) error {
+		for i, d := range ds {
+			if _, err := s.insertDevice(ctx, tx, d); err != nil {
+				return fmt.Errorf("device %d (key %.80s): %w", i, d.KeyID, err)
+			}
+		}
+		return nil
+	})
 }
 
 func (s *sqlStore) insertDevice(ctx context.Context, q conn, d Device) (Device, error) {
@@ -239,6 +252,26 @@ func (s *sqlStore) RecordCheck(ctx context.Context, id string, c CheckInfo) erro
 			WHERE id = ?`,
 			micro(c.At), c.Version, c.Digest, rawJSON(c.Slots), id))
 	})
+}
+
+// TouchDevices implements Store.
+func (s *sqlStore) TouchDevices(ctx context.Context, seen map[string]time.Time) error {
+	if len(seen) == 0 {
+		return nil
+	}
+	ids := slices.Sorted(maps.Keys(seen)) // one lock order for every writer
+	return s.update(ctx, fmt.Sprintf("record checks of %d devices", len(ids)),
+		func(tx conn) error {
+			for _, id := range ids {
+				_, err := tx.ExecContext(ctx, `UPDATE devices SET last_check = ?
+					WHERE id = ? AND (last_check IS NULL OR last_check < ?)`,
+					micro(seen[id]), id, micro(seen[id]))
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 }
 
 // SetInventory implements Store.

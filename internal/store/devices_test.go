@@ -305,3 +305,51 @@ func TestSQLite_ListDevicesPlan(t *testing.T) {
 		})
 	}
 }
+
+func TestStore_ImportDevices(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		batch := []Device{testDevice(1), testDevice(2), testDevice(3)}
+		batch[0].Status = StatusAccepted
+		require.NoError(t, s.ImportDevices(ctx, batch))
+		n, err := s.CountDevices(ctx, DeviceFilter{})
+		require.NoError(t, err)
+		assert.Equal(t, 3, n)
+		got, err := s.Device(ctx, batch[0].ID)
+		require.NoError(t, err)
+		assert.Equal(t, StatusAccepted, got.Status)
+
+		// One taken key refuses the whole batch.
+		again := []Device{testDevice(4), testDevice(2)}
+		require.ErrorIs(t, s.ImportDevices(ctx, again), ErrExists)
+		_, err = s.Device(ctx, testDevice(4).ID)
+		require.ErrorIs(t, err, ErrNotFound)
+
+		bad := testDevice(5)
+		bad.PublicKeyPEM = ""
+		require.ErrorIs(t, s.ImportDevices(ctx, []Device{bad}), ErrInvalid)
+		require.NoError(t, s.ImportDevices(ctx, nil))
+	})
+}
+
+func TestStore_TouchDevices(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		insertDevices(t, s, []Device{testDevice(1), testDevice(2)})
+		a, b := testDevice(1).ID, testDevice(2).ID
+		t1 := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+		t2 := t1.Add(time.Minute)
+		require.NoError(t, s.RecordCheck(ctx, a, CheckInfo{At: t2, Version: "1.0"}))
+
+		require.NoError(t, s.TouchDevices(ctx, map[string]time.Time{
+			a: t1, b: t2, "no-such-device": t2}))
+		da, err := s.Device(ctx, a)
+		require.NoError(t, err)
+		assert.Equal(t, t2, da.LastCheck.UTC(), "an older time does not go back")
+		assert.Equal(t, "1.0", da.InstalledVersion, "only the time changes")
+		db, err := s.Device(ctx, b)
+		require.NoError(t, err)
+		assert.Equal(t, t2, db.LastCheck.UTC())
+		require.NoError(t, s.TouchDevices(ctx, nil))
+	})
+}

@@ -115,16 +115,7 @@ func testDevice(i int) Device {
 // than a transaction each.
 func insertDevices(t testing.TB, s *sqlStore, devs []Device) {
 	t.Helper()
-	ctx := context.Background()
-	err := s.update(ctx, "insert test devices", func(tx conn) error {
-		for _, d := range devs {
-			if _, err := s.insertDevice(ctx, tx, d); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	require.NoError(t, err)
+	require.NoError(t, s.ImportDevices(context.Background(), devs))
 }
 
 var releaseSeq atomic.Int64

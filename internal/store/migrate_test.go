@@ -63,7 +63,7 @@ func testMigrations(t *testing.T, b backend) {
 	t.Run("a newer schema is refused", func(t *testing.T) {
 		s, err := b.open(ctx, db)
 		require.NoError(t, err)
-		_, err = conn{s.w, s.d}.ExecContext(ctx,
+		_, err = conn{q: s.w, d: s.d}.ExecContext(ctx,
 			`INSERT INTO schema_migrations (version, applied) VALUES (?, 0)`, latest+1)
 		require.NoError(t, err)
 		require.NoError(t, s.Close())

@@ -99,12 +99,22 @@ type sqlStore struct {
 	// pool where the database needs no separate readers.
 	w, r *sql.DB
 	d    *dialect
+
+	// rStmts caches prepared statements of r for reads outside
+	// transactions; nil where the driver caches them itself. Nothing
+	// else is cached: preparing on the pool from inside a transaction
+	// could wait for the connection the transaction holds.
+	rStmts *stmtCache
+
 	log  *slog.Logger
 	now  func() time.Time
 }
 
 // Close closes the database.
 func (s *sqlStore) Close() error {
+	if s.rStmts != nil {
+		s.rStmts.close()
+	}
 	if s.r == s.w {
 		return s.w.Close()
 	}
@@ -123,18 +133,34 @@ type querier interface {
 type conn struct {
 	q querier
 	d *dialect
+
+	// stmts caches prepared statements of q, a database; nil means none
+	// are cached, as in transactions.
+	stmts *stmtCache
 }
 
 func (c conn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return c.q.ExecContext(ctx, c.d.bind(query), args...)
+	query = c.d.bind(query)
+	if st := c.stmt(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return c.q.ExecContext(ctx, query, args...)
 }
 
 func (c conn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return c.q.QueryContext(ctx, c.d.bind(query), args...)
+	query = c.d.bind(query)
+	if st := c.stmt(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return c.q.QueryContext(ctx, query, args...)
 }
 
 func (c conn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return c.q.QueryRowContext(ctx, c.d.bind(query), args...)
+	query = c.d.bind(query)
+	if st := c.stmt(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return c.q.QueryRowContext(ctx, query, args...)
 }
 
 // locking returns query, a SELECT, with the dialect's row lock appended
@@ -164,7 +190,7 @@ func lockRows(ctx context.Context, tx conn, query string, args ...any) error {
 
 // reader returns the connection pool for reads.
 func (s *sqlStore) reader() conn {
-	return conn{s.r, s.d}
+	return conn{q: s.r, d: s.d, stmts: s.rStmts}
 }
 
 // update runs fn in a write transaction and commits it, together with
@@ -174,7 +200,7 @@ func (s *sqlStore) update(ctx context.Context, op string, fn func(tx conn) error
 	if err != nil {
 		return fmt.Errorf("%s: begin: %w", op, err)
 	}
-	tx := conn{sqlTx, s.d}
+	tx := conn{q: sqlTx, d: s.d}
 	err = fn(tx)
 	if e, ok := auditFrom(ctx); ok && err == nil {
 		_, err = s.insertAudit(ctx, tx, e)

@@ -74,6 +74,7 @@ func OpenSQLite(ctx context.Context, path string, opts ...Option) (*SQLite, erro
 	}
 	s.r.SetMaxOpenConns(o.readers)
 	s.r.SetMaxIdleConns(o.readers)
+	s.rStmts = newStmtCache(s.r)
 	return s, nil
 }
 

@@ -626,8 +626,16 @@ type Store interface {
 	// ErrInvalidTransition unless the current status CanBecome to. Asking
 	// for the current status changes nothing and succeeds.
 	SetDeviceStatus(ctx context.Context, id string, to AdmissionStatus) (Device, error)
+	// ImportDevices stores many new devices in one transaction, such as a
+	// production batch preauthorized by its keys; ErrExists if an ID or
+	// key ID is taken, and then none is stored.
+	ImportDevices(ctx context.Context, ds []Device) error
 	// RecordCheck stores what a device said when it checked.
 	RecordCheck(ctx context.Context, id string, c CheckInfo) error
+	// TouchDevices records, in one transaction, when each device last
+	// checked without reporting any change; a time older than the one
+	// stored and an unknown device are ignored.
+	TouchDevices(ctx context.Context, seen map[string]time.Time) error
 	// SetInventory replaces a device's inventory.
 	SetInventory(ctx context.Context, id string, attrs map[string]string) error
 	// SetTags replaces a device's tags.
