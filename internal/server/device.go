@@ -2,6 +2,7 @@ package server
 
 import (
 	"cmp"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,6 +74,11 @@ type DeviceAPIConfig struct {
 	// means DefaultRateBurst.
 	RateBurst int
 
+	// TokenKey signs device tokens; every replica of a server must use
+	// the same key, of at least 32 bytes. Nil means a random key, so
+	// that tokens are good only at this process until it stops.
+	TokenKey []byte
+
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 
@@ -103,6 +109,9 @@ func NewDeviceAPI(cfg DeviceAPIConfig) (http.Handler, error) {
 	case cfg.TokenLifetime < 0 || cfg.PollInterval < 0 || cfg.RateBurst < 0:
 		return nil, fmt.Errorf("new device api: negative lifetime, interval or burst: %w",
 			ErrConfig)
+	case cfg.TokenKey != nil && len(cfg.TokenKey) < tokenKeySize:
+		return nil, fmt.Errorf("new device api: token key under %d bytes: %w",
+			tokenKeySize, ErrConfig)
 	case len(cfg.EnrollmentToken) > poll.MaxFieldSize:
 		return nil, fmt.Errorf("new device api: enrollment token over %d bytes: %w",
 			poll.MaxFieldSize, ErrConfig)
@@ -114,7 +123,12 @@ func NewDeviceAPI(cfg DeviceAPIConfig) (http.Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	a := &deviceAPI{cfg: cfg, log: cfg.Logger, sessions: newSessions(), seen: newSeenBatch()}
+	if cfg.TokenKey == nil {
+		cfg.TokenKey = make([]byte, tokenKeySize)
+		rand.Read(cfg.TokenKey)
+	}
+	a := &deviceAPI{cfg: cfg, log: cfg.Logger, sessions: newSessions(cfg.TokenKey),
+		seen: newSeenBatch()}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}

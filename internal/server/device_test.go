@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -128,7 +129,7 @@ func TestDeviceAPI_Auth(t *testing.T) {
 			require.NoError(t, json.Unmarshal(w.Body.Bytes(), &resp))
 			assert.Equal(t, tt.wantStatus, resp.Status)
 			if tt.wantStatus == poll.AuthAccepted {
-				assert.Len(t, resp.Token, 43, "32 random bytes in base64")
+				assert.True(t, strings.HasPrefix(resp.Token, "v1."), resp.Token)
 				assert.WithinDuration(t, e.clock.Now().Add(server.DefaultTokenLifetime),
 					resp.ExpiresAt, time.Second)
 			} else {
@@ -204,6 +205,21 @@ func TestDeviceAPI_BearerTokens(t *testing.T) {
 			e.clock.Advance(server.DefaultTokenLifetime + time.Second)
 			return token
 		}, http.StatusUnauthorized},
+		{"a token with another device's ID", func(_ *testing.T, _ *env, _, token string) string {
+			return tamper(token, 1)
+		}, http.StatusUnauthorized},
+		{"a token with a changed signature", func(_ *testing.T, _ *env, _, token string) string {
+			return tamper(token, 2)
+		}, http.StatusUnauthorized},
+		{"a token of another server", func(t *testing.T, e *env, id, _ string) string {
+			other := newEnvWith(t, e.st, server.DeviceAPIConfig{
+				TokenKey: bytes.Repeat([]byte{7}, 32)})
+			return other.tokenFor(t, e.keys[id])
+		}, http.StatusUnauthorized},
+		{"a token of a replica sharing the key", func(t *testing.T, e *env, id, _ string) string {
+			other := newEnvWith(t, e.st, server.DeviceAPIConfig{TokenKey: e.tokenKey})
+			return other.tokenFor(t, e.keys[id])
+		}, http.StatusOK},
 		{"the token of a device rejected since", func(t *testing.T, e *env, id,
 			token string) string {
 			_, err := e.st.SetDeviceStatus(context.Background(), id, store.StatusRejected)
@@ -218,7 +234,7 @@ func TestDeviceAPI_BearerTokens(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, server.DeviceAPIConfig{})
+			e := newEnv(t, server.DeviceAPIConfig{TokenKey: bytes.Repeat([]byte{1}, 32)})
 			id, token := e.acceptedDevice(t)
 			w := e.do(t, "POST", "/check", tt.token(t, e, id, token), check)
 			require.Equal(t, tt.wantCode, w.Code, w.Body.String())

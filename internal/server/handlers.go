@@ -49,11 +49,7 @@ func (a *deviceAPI) auth(w http.ResponseWriter, r *http.Request) {
 	switch dev.Status {
 	case store.StatusAccepted:
 		expires := now.Add(a.cfg.TokenLifetime).UTC().Truncate(0)
-		token, err := a.sessions.issue(dev.ID, expires, now)
-		if err != nil {
-			a.fail(w, r, fmt.Errorf("issue token for device %s: %w", dev.ID, err))
-			return
-		}
+		token := a.sessions.issue(dev.ID, expires)
 		writeJSON(w, http.StatusOK, poll.AuthResponse{Status: poll.AuthAccepted,
 			Token: token, ExpiresAt: expires})
 	case store.StatusPending:
@@ -119,7 +115,6 @@ func (a *deviceAPI) device(w http.ResponseWriter, r *http.Request) (store.Device
 	dev, err := a.cfg.Store.Device(r.Context(), id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		a.sessions.revoke(token)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rota"`)
 		writeProblem(w, http.StatusUnauthorized, "the token's device no longer exists")
 		return store.Device{}, false
@@ -128,7 +123,6 @@ func (a *deviceAPI) device(w http.ResponseWriter, r *http.Request) (store.Device
 		return store.Device{}, false
 	case dev.Status != store.StatusAccepted:
 		// An operator withdrew the admission since the token was issued.
-		a.sessions.revoke(token)
 		writeProblem(w, http.StatusForbidden, "device is "+string(dev.Status))
 		return store.Device{}, false
 	}

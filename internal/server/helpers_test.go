@@ -24,10 +24,12 @@ import (
 
 // env is a device API on a fresh SQLite store with a fake clock.
 type env struct {
-	st      *store.SQLite
-	h       http.Handler
-	clock   *testutil.Clock
-	bundles *dirStore
+	st       *store.SQLite
+	h        http.Handler
+	clock    *testutil.Clock
+	bundles  *dirStore
+	tokenKey []byte
+	keys     map[string]ed25519.PrivateKey // by device ID
 }
 
 const testEnrollment = "enroll-me"
@@ -39,12 +41,40 @@ func newEnv(t *testing.T, cfg server.DeviceAPIConfig) *env {
 	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "rota.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
+	return newEnvWith(t, st, cfg)
+}
+
+// newEnvWith returns a device API on st configured by cfg, as another
+// replica of a server on the same store.
+func newEnvWith(t *testing.T, st *store.SQLite, cfg server.DeviceAPIConfig) *env {
+	t.Helper()
 	e := &env{st: st, clock: testutil.NewClock(time.Now().UTC()),
-		bundles: &dirStore{dir: t.TempDir()}}
+		bundles: &dirStore{dir: t.TempDir()}, tokenKey: cfg.TokenKey,
+		keys: map[string]ed25519.PrivateKey{}}
 	cfg.Store, cfg.Bundles, cfg.Now = st, e.bundles, e.clock.Now
+	var err error
 	e.h, err = server.NewDeviceAPI(cfg)
 	require.NoError(t, err)
 	return e
+}
+
+// tokenFor authenticates the device with key here and returns its
+// token.
+func (e *env) tokenFor(t *testing.T, key ed25519.PrivateKey) string {
+	t.Helper()
+	w, resp := e.auth(t, key, e.authPayload(t, key))
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	return resp.Token
+}
+
+// tamper changes one byte of part (1 the payload, 2 the signature) of a
+// device token.
+func tamper(token string, part int) string {
+	parts := strings.Split(token, ".")
+	b := []byte(parts[part])
+	b[len(b)/2] ^= 'A' ^ 'B'
+	parts[part] = string(b)
+	return strings.Join(parts, ".")
 }
 
 // do sends a request with body (a string sent as is, or a value sent as
@@ -124,6 +154,7 @@ func (e *env) acceptedDevice(t *testing.T) (string, string) {
 	require.NoError(t, err)
 	w, resp := e.auth(t, key, e.authPayload(t, key))
 	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	e.keys[dev.ID] = key
 	return dev.ID, resp.Token
 }
 

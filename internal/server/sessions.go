@@ -1,74 +1,82 @@
 package server
 
 import (
-	"crypto/rand"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/rotaupdate/rota/poll"
 )
 
-// tokenSize is the number of random bytes in a device token.
-const tokenSize = 32
+// tokenKeySize is the size of the key that signs device tokens.
+const tokenKeySize = 32
 
-// sweepInterval is the least time between two sweeps of expired tokens,
-// nonces or rate-limit buckets.
+// tokenVersion starts every device token, naming its format.
+const tokenVersion = "v1."
+
+// sweepInterval is the least time between two sweeps of expired nonces
+// or rate-limit buckets.
 const sweepInterval = time.Minute
 
-// session is what a device token stands for.
-type session struct {
-	deviceID string
-	expires  time.Time
-}
-
-// sessions holds issued device tokens by the SHA-256 of the token, so
-// that a memory dump reveals no usable token, and the nonces seen within
-// the clock-skew span.
+// sessions issues device tokens and remembers the nonces seen within the
+// clock-skew span.
+//
+// A token is stateless: the device ID and the expiry, signed with
+// HMAC-SHA256 under a key that every replica of the server shares, so a
+// token issued by one replica is good at all of them and survives their
+// restarts. Withdrawing a device's admission takes effect at its next
+// request anyway, since each request reads the device.
 type sessions struct {
-	mu     sync.Mutex // guards the fields below
-	tokens map[[sha256.Size]byte]session
+	key []byte
+
+	mu     sync.Mutex           // guards the fields below
 	nonces map[string]time.Time // forget after this time
 	swept  time.Time
 }
 
-func newSessions() *sessions {
-	return &sessions{
-		tokens: map[[sha256.Size]byte]session{},
-		nonces: map[string]time.Time{},
-	}
+func newSessions(key []byte) *sessions {
+	return &sessions{key: key, nonces: map[string]time.Time{}}
 }
 
-// issue returns a new token for deviceID valid until expires.
-func (s *sessions) issue(deviceID string, expires, now time.Time) (string, error) {
-	raw := make([]byte, tokenSize)
-	if _, err := rand.Read(raw); err != nil {
-		return "", err
-	}
-	token := base64.RawURLEncoding.EncodeToString(raw)
+// issue returns a token for deviceID valid until expires.
+func (s *sessions) issue(deviceID string, expires time.Time) string {
+	payload := binary.BigEndian.AppendUint64(nil, uint64(expires.Unix()))
+	payload = append(payload, deviceID...)
+	return tokenVersion + base64.RawURLEncoding.EncodeToString(payload) + "." +
+		base64.RawURLEncoding.EncodeToString(s.mac(payload))
+}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sweep(now)
-	s.tokens[sha256.Sum256([]byte(token))] = session{deviceID: deviceID, expires: expires}
-	return token, nil
+func (s *sessions) mac(payload []byte) []byte {
+	m := hmac.New(sha256.New, s.key)
+	m.Write([]byte(tokenVersion))
+	m.Write(payload)
+	return m.Sum(nil)
 }
 
 // lookup returns the device of a token valid at now.
 func (s *sessions) lookup(token string, now time.Time) (string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sess, ok := s.tokens[sha256.Sum256([]byte(token))]
-	if !ok || !now.Before(sess.expires) {
+	rest, ok := strings.CutPrefix(token, tokenVersion)
+	if !ok || len(rest) > 2*poll.MaxFieldSize {
 		return "", false
 	}
-	return sess.deviceID, true
-}
-
-// revoke forgets a token.
-func (s *sessions) revoke(token string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.tokens, sha256.Sum256([]byte(token)))
+	p64, m64, ok := strings.Cut(rest, ".")
+	if !ok {
+		return "", false
+	}
+	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
+	mac, err2 := base64.RawURLEncoding.DecodeString(m64)
+	if err1 != nil || err2 != nil || len(payload) <= 8 || !hmac.Equal(mac, s.mac(payload)) {
+		return "", false
+	}
+	expires := time.Unix(int64(binary.BigEndian.Uint64(payload)), 0)
+	if !now.Before(expires) {
+		return "", false
+	}
+	return string(payload[8:]), true
 }
 
 // useNonce records that key used nonce at now and reports whether it was
@@ -91,11 +99,6 @@ func (s *sessions) sweep(now time.Time) {
 		return
 	}
 	s.swept = now
-	for k, sess := range s.tokens {
-		if !now.Before(sess.expires) {
-			delete(s.tokens, k)
-		}
-	}
 	for k, until := range s.nonces {
 		if !now.Before(until) {
 			delete(s.nonces, k)

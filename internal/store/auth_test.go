@@ -210,3 +210,19 @@ func TestStore_AuditWithMutation(t *testing.T) {
 		assert.Equal(t, "user:alice", entries[0].Actor)
 	})
 }
+
+func TestStore_Secret(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		got, err := s.Secret(ctx, "token-key", []byte("first"))
+		require.NoError(t, err)
+		assert.Equal(t, []byte("first"), got)
+		got, err = s.Secret(ctx, "token-key", []byte("second"))
+		require.NoError(t, err)
+		assert.Equal(t, []byte("first"), got, "the first value stays")
+		_, err = s.Secret(ctx, "", []byte("x"))
+		require.ErrorIs(t, err, ErrInvalid)
+		_, err = s.Secret(ctx, "empty", nil)
+		require.ErrorIs(t, err, ErrInvalid)
+	})
+}

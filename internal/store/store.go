@@ -751,6 +751,13 @@ type Store interface {
 	// how many.
 	DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error)
 
+	// Secrets.
+
+	// Secret returns the secret called name, storing value as it if
+	// there is none yet, so that every server replica on the store gets
+	// the value the first one stored.
+	Secret(ctx context.Context, name string, value []byte) ([]byte, error)
+
 	// Close releases the store's resources.
 	Close() error
 }
