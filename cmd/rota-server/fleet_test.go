@@ -1,9 +1,19 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
-	"math/rand/v2"
+	"math/big"
+	mathrand "math/rand/v2"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,14 +26,21 @@ import (
 // fleetSize is the number of simulated devices in the fleet tests.
 const fleetSize = 10
 
-// backends are the databases the fleet tests run on: SQLite in the data
-// directory and a fresh database on a real PostgreSQL server.
+// backends are the storage set-ups the fleet tests run on: SQLite and
+// bundles in the data directory; a fresh database on a real PostgreSQL
+// server; and bundles in a real registry (Debian's docker-registry).
 var backends = []struct {
-	name     string
-	database func(t *testing.T) string
+	name  string
+	flags func(t *testing.T) []string
 }{
-	{"sqlite", func(*testing.T) string { return "" }},
-	{"postgres", func(t *testing.T) string { return testutil.StartPostgres(t) }},
+	{"sqlite", func(*testing.T) []string { return nil }},
+	{"postgres", func(t *testing.T) []string {
+		return []string{"--database", testutil.StartPostgres(t)}
+	}},
+	{"registry", func(t *testing.T) []string {
+		return []string{"--registry", testutil.StartRegistry(t) + "/rota/bundles",
+			"--registry-plain-http"}
+	}},
 }
 
 // release is the part of a release the tests read.
@@ -106,7 +123,7 @@ func (s *serverProc) deploy(releaseID string) string {
 func TestFleet(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
-			srv := startServer(t, b.database(t))
+			srv := startServer(t, b.flags(t)...)
 			signer, pub := fleetKey(t, srv.data)
 			srv.stop()
 			srv.start() // the server loads keys at start
@@ -149,7 +166,7 @@ func TestFleet(t *testing.T) {
 func TestCrash(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
-			srv := startServer(t, b.database(t))
+			srv := startServer(t, b.flags(t)...)
 			signer, pub := fleetKey(t, srv.data)
 			srv.stop()
 			srv.start()
@@ -160,7 +177,7 @@ func TestCrash(t *testing.T) {
 			id := srv.deploy(rel.ID)
 
 			for range 20 {
-				time.Sleep(time.Duration(100+rand.IntN(600)) * time.Millisecond)
+				time.Sleep(time.Duration(100+mathrand.IntN(600)) * time.Millisecond)
 				srv.kill()
 				srv.start()
 			}
@@ -184,4 +201,53 @@ func TestCrash(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTLS serves both APIs over HTTPS from --tls-cert and --tls-key, and
+// refuses plain HTTP on the same port.
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := selfSigned(t, dir)
+	srv := startServer(t, "--tls-cert", certFile, "--tls-key", keyFile)
+
+	var me struct{ Role string }
+	require.Equal(t, http.StatusOK, srv.api("GET", "/api/v1/me", nil, &me))
+	assert.Equal(t, "admin", me.Role)
+	resp, err := srv.client.Get(srv.url() + "/metrics")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+
+	resp, err = http.Get("http://" + srv.addr + "/readyz")
+	if err == nil {
+		resp.Body.Close()
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "plain HTTP to a TLS port")
+	}
+	require.NoError(t, srv.stop())
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "rota-server test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	require.NoError(t, os.WriteFile(certFile,
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))
+	require.NoError(t, os.WriteFile(keyFile,
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
+	return certFile, keyFile
 }

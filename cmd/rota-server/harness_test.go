@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -61,22 +63,28 @@ type serverProc struct {
 	log      *os.File
 	exited   chan error
 	token    string
-	restarts int
+	client   *http.Client
+	scheme   string
 }
 
 // startServer starts rota-server on a loopback port with its data in a
-// temporary directory and database, an empty string meaning SQLite under
-// the data directory; extra are more flags.
-func startServer(t *testing.T, database string, extra ...string) *serverProc {
+// temporary directory; extra are more flags, such as --database.
+func startServer(t *testing.T, extra ...string) *serverProc {
 	t.Helper()
 	data := t.TempDir()
-	s := &serverProc{t: t, data: data, database: database,
+	s := &serverProc{t: t, data: data, client: http.DefaultClient, scheme: "http",
 		addr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))}
 	s.args = append([]string{"--listen", s.addr, "--data", data,
 		"--poll-interval", "1s", "--schedule-interval", "200ms",
 		"--enrollment-token", enrollmentToken, "--log-level", "debug"}, extra...)
-	if database != "" {
-		s.args = append(s.args, "--database", database)
+	for i, a := range extra {
+		switch {
+		case i+1 >= len(extra):
+		case a == "--database":
+			s.database = extra[i+1]
+		case a == "--tls-cert":
+			s.scheme, s.client = "https", tlsClient(t, extra[i+1])
+		}
 	}
 	var err error
 	s.log, err = os.Create(filepath.Join(data, "server.log"))
@@ -107,7 +115,7 @@ func (s *serverProc) start() {
 
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(s.url() + "/readyz")
+		resp, err := s.client.Get(s.url() + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -146,7 +154,18 @@ func (s *serverProc) stop() error {
 	}
 }
 
-func (s *serverProc) url() string { return "http://" + s.addr }
+func (s *serverProc) url() string { return s.scheme + "://" + s.addr }
+
+// tlsClient returns an HTTP client that trusts only the certificate in
+// the PEM file certFile.
+func tlsClient(t *testing.T, certFile string) *http.Client {
+	t.Helper()
+	pemCert, err := os.ReadFile(certFile)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(pemCert))
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
 
 // createToken creates a management API token with the offline command.
 func (s *serverProc) createToken(name, role string) string {
@@ -181,7 +200,7 @@ func (s *serverProc) api(method, path string, body any, out any) int {
 	if r != nil {
 		req.Header.Set("Content-Type", ctype)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.client.Do(req)
 	require.NoError(s.t, err)
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
