@@ -190,6 +190,7 @@ func New(cfg Config) (*Client, error) {
 	dl := *base
 	dl.Timeout = 0
 	dl.Transport = headerTimeout{next: transportOf(base), d: cfg.RequestTimeout}
+	dl.CheckRedirect = c.downloadRedirect(base.CheckRedirect)
 	c.api = c.retrying(&api)
 	c.dl = c.retrying(&dl)
 	return c, nil
@@ -481,9 +482,39 @@ func (c *Client) resolve(ref string) (*url.URL, bool, error) {
 	if u.Scheme != "https" && u.Scheme != "http" {
 		return nil, false, fmt.Errorf("%w: url scheme %q is not http(s)", ErrInvalid, u.Scheme)
 	}
-	same := strings.EqualFold(u.Scheme, c.server.Scheme) &&
+	return u, c.sameOrigin(u), nil
+}
+
+// sameOrigin reports whether u is on the server's origin: the same
+// scheme, host and port. Only there is the device token sent.
+func (c *Client) sameOrigin(u *url.URL) bool {
+	return strings.EqualFold(u.Scheme, c.server.Scheme) &&
 		strings.EqualFold(hostPort(u), hostPort(c.server))
-	return u, same, nil
+}
+
+// maxRedirects is how many redirects a download follows, as many as
+// net/http follows by default.
+const maxRedirects = 10
+
+// downloadRedirect returns the redirect policy of downloads: next, or
+// else a limit of maxRedirects, after removing the token from a request
+// that leaves the server's origin. net/http removes it only on a change
+// of host name, and keeps it for a subdomain or another port of the same
+// host, where a registry or a storage service may answer.
+func (c *Client) downloadRedirect(
+	next func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		if !c.sameOrigin(req.URL) {
+			req.Header.Del("Authorization")
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("stopped after %d redirects", maxRedirects)
+		}
+		return nil
+	}
 }
 
 func hostPort(u *url.URL) string {

@@ -23,6 +23,13 @@ import (
 // A server that ignores Range and sends the whole file again is
 // tolerated: the bytes before the offset are read and discarded, which
 // costs bandwidth but lets devices behind such servers update at all.
+//
+// Redirects are followed, with the Range header, and every resume asks
+// the original URL again, so that a server may send each request to
+// another place, such as a registry or a presigned storage URL that
+// expires. The token never leaves the server's origin. Strong ETags are
+// compared between answers of the same resource only: its URL after
+// redirects, without the query.
 type Download struct {
 	c    *Client
 	ctx  context.Context
@@ -30,8 +37,8 @@ type Download struct {
 	auth bool // the URL is on the server's origin and takes the token
 
 	offset atomic.Int64
-	size   atomic.Int64 // -1 until known
-	etag   string
+	size   atomic.Int64      // -1 until known
+	etags  map[string]string // the first strong ETag of each resource
 
 	body  io.ReadCloser
 	fails int   // interruptions in a row without progress
@@ -219,7 +226,8 @@ func (d *Download) open() error {
 			}
 			return e
 		}
-		if resp.StatusCode == http.StatusUnauthorized && d.auth && attempt == 0 {
+		if resp.StatusCode == http.StatusUnauthorized && d.auth && attempt == 0 &&
+			d.fromServer(resp) {
 			resp.Body.Close()
 			cancel()
 			d.c.dropToken(token)
@@ -275,10 +283,16 @@ func (d *Download) accept(resp *http.Response, off int64, cancel context.CancelF
 		return nil
 	default:
 		body, _ := readCapped(resp.Body, maxProblemSize)
-		return statusError("download", d.url, resp.StatusCode, resp.Header, body)
+		e := statusError("download", d.url, resp.StatusCode, resp.Header, body)
+		if d.auth && !d.fromServer(resp) {
+			// Not the server's refusal of the device: where it sent it.
+			e.Err = fmt.Errorf("redirected to %s: %s", resource(resp),
+				strings.ToLower(http.StatusText(resp.StatusCode)))
+		}
+		return e
 	}
 
-	if err := d.sameFile(resp.Header.Get("ETag")); err != nil {
+	if err := d.sameFile(resource(resp), resp.Header.Get("ETag")); err != nil {
 		return fail(err)
 	}
 
@@ -309,19 +323,45 @@ func (d *Download) setSize(total int64) error {
 	return nil
 }
 
-// sameFile compares a resumed answer's strong ETag with the first one.
-func (d *Download) sameFile(etag string) error {
+// sameFile compares a resumed answer's strong ETag with the first one
+// of the same resource. Different resources tag the same file
+// differently, so those are not compared.
+func (d *Download) sameFile(resource, etag string) error {
 	if etag == "" || strings.HasPrefix(etag, "W/") {
 		return nil
 	}
-	if d.etag == "" {
-		d.etag = etag
+	first, ok := d.etags[resource]
+	if !ok {
+		if d.etags == nil {
+			d.etags = map[string]string{}
+		}
+		d.etags[resource] = etag
 		return nil
 	}
-	if etag != d.etag {
-		return fmt.Errorf("%w: etag %s, was %s", ErrChanged, etag, d.etag)
+	if etag != first {
+		return fmt.Errorf("%w: etag %s, was %s", ErrChanged, etag, first)
 	}
 	return nil
+}
+
+// fromServer reports whether resp came from the server's origin rather
+// than from where a redirect led.
+func (d *Download) fromServer(resp *http.Response) bool {
+	if resp.Request == nil || resp.Request.URL == nil {
+		return d.auth
+	}
+	return d.c.sameOrigin(resp.Request.URL)
+}
+
+// resource names what answered resp: the URL of the last request after
+// redirects, without its query, which may hold an expiring signature.
+func resource(resp *http.Response) string {
+	if resp.Request == nil || resp.Request.URL == nil {
+		return ""
+	}
+	u := *resp.Request.URL
+	u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment, u.User = "", false, "", "", nil
+	return u.String()
 }
 
 // parseContentRange parses "bytes first-last/total"; total is -1 for "*".

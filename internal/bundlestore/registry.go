@@ -45,6 +45,13 @@ type RegistryOptions struct {
 	// Transport carries the requests, which are retried on transient
 	// errors on top of it; nil means remote.DefaultTransport.
 	Transport http.RoundTripper
+
+	// FileBlob makes Put also store each bundle's .rota file, byte for
+	// byte what Open returns, as one blob of the repository, so that
+	// devices can download it from the registry (see DownloadURL). It
+	// doubles the space a bundle takes in the registry. False means Put
+	// stores the bundle's own blobs only.
+	FileBlob bool
 }
 
 // Registry is a Store that keeps bundles in one repository of an OCI
@@ -60,6 +67,10 @@ type RegistryOptions struct {
 // same bytes; the file is byte-identical to the .rota file that was put
 // when its signatures were made at different times, or there is one.
 //
+// With RegistryOptions.FileBlob, Put also keeps the .rota file itself as
+// a blob, named by a referrer manifest of artifactType FileArtifactType,
+// and DownloadURL gives its address.
+//
 // The registry verifies uploaded blobs against their digests; deleted
 // bundles' blobs are reclaimed by the registry's own garbage collection.
 type Registry struct {
@@ -71,6 +82,8 @@ type Registry struct {
 	client     *http.Client // authenticated, for blob reads; nil until needed
 	cache      map[v1.Hash][]byte
 	cacheBytes int
+	urls       map[v1.Hash]foundURL // download URLs by bundle digest
+	now        func() time.Time
 }
 
 var _ Store = (*Registry)(nil)
@@ -90,7 +103,8 @@ func NewRegistry(repo string, opts RegistryOptions) (*Registry, error) {
 	if opts.Auth != nil {
 		kc = fixedKeychain{opts.Auth}
 	}
-	return &Registry{repo: r, opts: opts, keychain: kc, cache: map[v1.Hash][]byte{}}, nil
+	return &Registry{repo: r, opts: opts, keychain: kc, cache: map[v1.Hash][]byte{},
+		urls: map[v1.Hash]foundURL{}, now: time.Now}, nil
 }
 
 // fixedKeychain gives the same credentials for every registry.
@@ -110,7 +124,9 @@ func (r *Registry) remoteOptions(ctx context.Context) []remote.Option {
 }
 
 // Put pushes the .rota file at path unless the repository already has
-// the bundle under its tag.
+// the bundle under its tag. With RegistryOptions.FileBlob it then stores
+// the bundle's file blob unless the bundle has one, also for a bundle
+// stored before the option was set.
 func (r *Registry) Put(ctx context.Context, path string) (Entry, error) {
 	b, err := bundle.Open(path, bundle.Options{})
 	if err != nil {
@@ -137,6 +153,11 @@ func (r *Registry) Put(ctx context.Context, path string) (Entry, error) {
 		return Entry{}, fmt.Errorf("store bundle %s in %s: %w", h, r.repo, err)
 	}
 	defer f.Close()
+	if r.opts.FileBlob {
+		if err := r.putFile(ctx, h, path, f.Size()); err != nil {
+			return Entry{}, fmt.Errorf("store bundle %s in %s: %w", h, r.repo, err)
+		}
+	}
 	return Entry{Digest: h.String(), Size: f.Size(), Location: r.repo.Digest(h.String()).String()}, nil
 }
 
@@ -271,8 +292,7 @@ func (r *Registry) openBlob(ctx context.Context, client *http.Client,
 	rb := &rangedBlob{
 		ctx:    ctx,
 		client: client,
-		url: fmt.Sprintf("%s://%s/v2/%s/blobs/%s", r.repo.Scheme(), r.repo.RegistryStr(),
-			r.repo.RepositoryStr(), d.Digest),
+		url:    r.blobURL(d.Digest),
 		digest: d.Digest,
 		size:   d.Size,
 	}
@@ -289,6 +309,12 @@ func (r *Registry) openBlob(ctx context.Context, client *http.Client,
 	}
 	r.remember(d.Digest, b)
 	return bytesBlob{bytes.NewReader(b)}, nil
+}
+
+// blobURL returns the address of blob h in the repository.
+func (r *Registry) blobURL(h v1.Hash) string {
+	return fmt.Sprintf("%s://%s/v2/%s/blobs/%s", r.repo.Scheme(), r.repo.RegistryStr(),
+		r.repo.RepositoryStr(), h)
 }
 
 // bytesBlob is a BlobReader over bytes in memory.
@@ -341,17 +367,19 @@ func (r *Registry) httpClient(ctx context.Context) (*http.Client, error) {
 	return r.client, nil
 }
 
-// Delete removes the bundle's signatures, its tag and its manifest from
-// the repository; deleting a bundle not stored succeeds. When the
-// registry refuses to delete manifests the error wraps ErrDeleteRefused:
-// the tag is gone if the registry allowed that much, and then Open no
-// longer finds the bundle. Blobs are left to the registry's garbage
-// collection, since other manifests may share them.
+// Delete removes the bundle's signatures and file blob referrer, its tag
+// and its manifest from the repository; deleting a bundle not stored
+// succeeds. When the registry refuses to delete manifests the error
+// wraps ErrDeleteRefused: the tag is gone if the registry allowed that
+// much, and then Open no longer finds the bundle. Blobs, the file blob
+// too, are left to the registry's garbage collection, since other
+// manifests may share them.
 func (r *Registry) Delete(ctx context.Context, digest string) error {
 	h, err := parseDigest(digest)
 	if err != nil {
 		return fmt.Errorf("delete bundle: %w", err)
 	}
+	defer r.forgetURL(h)
 	opts := r.remoteOptions(ctx)
 	var errs []error
 	refused := false
@@ -371,7 +399,7 @@ func (r *Registry) Delete(ctx context.Context, digest string) error {
 		}
 	}
 
-	// The signatures first, while they can still be listed.
+	// The referrers first, while they can still be listed.
 	idx, err := remote.Referrers(r.repo.Digest(h.String()), opts...)
 	switch {
 	case err == nil:

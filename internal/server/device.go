@@ -2,6 +2,7 @@ package server
 
 import (
 	"cmp"
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -51,6 +52,16 @@ type DeviceAPIConfig struct {
 
 	// Bundles holds the .rota files of releases; required.
 	Bundles bundlestore.Store
+
+	// BundleURL, when set, gives the absolute http(s) URL a bundle can
+	// be downloaded from elsewhere, such as (*bundlestore.Registry).
+	// DownloadURL does. A device allowed to download the bundle is then
+	// redirected there with 307 rather than served the bytes; an error
+	// makes the server serve the bundle itself, as nil does for every
+	// bundle. The URL must serve the same .rota file, answer Range
+	// requests and need no credentials: devices send their token only to
+	// the server.
+	BundleURL func(ctx context.Context, digest string) (string, error)
 
 	// EnrollmentToken admits at once a pending device that presents it;
 	// empty means devices wait for an operator.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/rotaupdate/rota/internal/bundlestore"
@@ -251,7 +252,8 @@ func bundlePath(digest string) string {
 }
 
 // bundle serves the release of the device's active deployment, with
-// single-range requests for resuming.
+// single-range requests for resuming, or redirects the device to where
+// BundleURL says it is.
 func (a *deviceAPI) bundle(w http.ResponseWriter, r *http.Request) {
 	dev, ok := a.device(w, r)
 	if !ok {
@@ -268,6 +270,13 @@ func (a *deviceAPI) bundle(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	if u, ok := a.bundleURL(r.Context(), digest); ok {
+		// The redirect is for this device only: no cache may keep it.
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Location", u)
+		w.WriteHeader(http.StatusTemporaryRedirect)
+		return
+	}
 
 	f, err := a.cfg.Bundles.Open(r.Context(), digest)
 	if errors.Is(err, bundlestore.ErrNotFound) {
@@ -282,6 +291,27 @@ func (a *deviceAPI) bundle(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("ETag", `"`+strings.TrimPrefix(digest, "sha256:")+`"`)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	http.ServeContent(w, r, "", f.ModTime(), f)
+}
+
+// bundleURL returns where BundleURL says the bundle with digest can be
+// downloaded, and false if it gives no usable URL, so that the server
+// serves the bundle itself.
+func (a *deviceAPI) bundleURL(ctx context.Context, digest string) (string, bool) {
+	if a.cfg.BundleURL == nil {
+		return "", false
+	}
+	s, err := a.cfg.BundleURL(ctx, digest)
+	if err == nil {
+		u, perr := url.Parse(s)
+		if perr != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			err = fmt.Errorf("bundle url %.200q is not an absolute http(s) URL", s)
+		}
+	}
+	if err != nil {
+		a.log.DebugContext(ctx, "serving bundle from the server", "digest", digest, "err", err)
+		return "", false
+	}
+	return s, true
 }
 
 // report records a deployment state of the device.

@@ -106,8 +106,8 @@ type sqlStore struct {
 	// could wait for the connection the transaction holds.
 	rStmts *stmtCache
 
-	log  *slog.Logger
-	now  func() time.Time
+	log *slog.Logger
+	now func() time.Time
 }
 
 // Close closes the database.

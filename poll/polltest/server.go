@@ -62,9 +62,10 @@ type session struct {
 }
 
 type file struct {
-	data []byte
-	etag string
-	auth bool
+	data     []byte
+	etag     string
+	auth     bool
+	redirect string // where to send requests instead; empty for none
 }
 
 type reportKey struct {
@@ -203,6 +204,16 @@ func (s *Server) AddFile(path string, data []byte, auth bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.files[path] = file{data: data, auth: auth, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+}
+
+// Redirect answers requests for path, such as "/bundles/a.rota", with
+// 307 Temporary Redirect to target, as a server that sends downloads to
+// a registry or a CDN does; auth requires a device token first. It
+// replaces a file at path, and AddFile replaces the redirect.
+func (s *Server) Redirect(path, target string, auth bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.files[path] = file{auth: auth, redirect: target}
 }
 
 // Reports returns the reports received for a deployment, without
@@ -381,6 +392,11 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request) {
 		if _, ok := s.device(w, r); !ok {
 			return
 		}
+	}
+	if f.redirect != "" {
+		w.Header().Set("Location", f.redirect)
+		w.WriteHeader(http.StatusTemporaryRedirect)
+		return
 	}
 	w.Header().Set("ETag", f.etag)
 	w.Header().Set("Content-Type", "application/octet-stream")
