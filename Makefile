@@ -50,6 +50,7 @@ bench:
 	./scripts/bench.sh $(BENCHDIR)
 	./scripts/bench-install.sh $(BENCHDIR)
 	./scripts/bench-poll.sh
+	$(GO) test -run '^$$' -bench LargeFleet -benchtime 20x ./internal/portal
 
 demo:
 	./scripts/demo.sh

@@ -11,12 +11,31 @@ declare -A need=(
   [skopeo]=skopeo
   [zstd]=zstd
   [mkfs.ext4]=e2fsprogs
+  [chromium]=chromium
+  # The boot tests of internal/e2e (make e2e).
+  [debugfs]=e2fsprogs
+  [qemu-system-x86_64]=qemu-system-x86
+  [grub-mkstandalone]=grub-common
+  [mcopy]=mtools
+  [mkfs.vfat]=dosfstools
+  [sfdisk]=fdisk
+  [busybox]=busybox-static
+)
+
+# file -> Debian package, for packages that bring no command (internal/e2e).
+declare -A need_file=(
+  [/usr/share/OVMF/OVMF_CODE_4M.fd]=ovmf
+  [/usr/lib/grub/x86_64-efi/moddep.lst]=grub-efi-amd64-bin
 )
 
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 ||
     missing+=("${need[$cmd]}")
+done
+
+for f in "${!need_file[@]}"; do
+  [ -e "$f" ] || missing+=("${need_file[$f]}")
 done
 
 # Debian's postgresql keeps its server binaries off PATH, one directory per

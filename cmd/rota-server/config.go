@@ -1,13 +1,14 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/rotaupdate/rota/internal/cli"
 )
 
 // config is rota-server's configuration, from flags and ROTA_* variables.
@@ -17,6 +18,7 @@ type config struct {
 	database        string
 	registry        string
 	registryHTTP    bool
+	redirect        bool
 	keyring         string
 	tlsCert         string
 	tlsKey          string
@@ -29,6 +31,7 @@ type config struct {
 	maxUpload       int64
 	shutdownTimeout time.Duration
 	secureCookies   bool
+	noPortal        bool
 	logFormat       string
 	logLevel        string
 }
@@ -41,6 +44,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 		"database: a SQLite file `path` or a postgres:// URL (default DATA/rota.db)")
 	fs.StringVar(&c.registry, "registry", "",
 		"keep bundles in this OCI registry `repository` instead of DATA/bundles")
+	fs.BoolVar(&c.redirect, "registry-redirect", false,
+		"send devices to the registry for bundle downloads (needs anonymous pulls)")
 	fs.BoolVar(&c.registryHTTP, "registry-plain-http", false,
 		"talk to the registry over plain HTTP (loopback test registries)")
 	fs.StringVar(&c.keyring, "keyring", "",
@@ -64,38 +69,16 @@ func (c *config) flags(fs *flag.FlagSet) {
 		"how long to let requests finish on SIGTERM")
 	fs.BoolVar(&c.secureCookies, "secure-cookies", false,
 		"mark session cookies Secure behind a TLS-terminating proxy")
+	fs.BoolVar(&c.noPortal, "no-portal", false,
+		"do not serve the web portal at / (the APIs stay)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
 
-// envName is the environment variable that sets the flag name.
-func envName(name string) string {
-	return "ROTA_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
-}
-
-// parseFlags parses args into fs; a flag not given takes its value from
-// its ROTA_* variable, if set. Flags win over the environment.
+// parseFlags parses args into fs, taking a flag not given from its
+// ROTA_* variable; flags win over the environment.
 func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		env := envName(f.Name)
-		v := getenv(env)
-		if set[f.Name] || v == "" {
-			return
-		}
-		if err := fs.Set(f.Name, v); err != nil {
-			errs = append(errs, fmt.Errorf("%w: %s=%q: %v", errUsage, env, v, err))
-		}
-	})
-	return errors.Join(errs...)
+	return cli.ParseFlags(fs, args, getenv)
 }
 
 // check validates c and fills in the defaults that depend on other fields.
@@ -111,6 +94,8 @@ func (c *config) check() error {
 		return fmt.Errorf("%w: --device-token-lifetime under 1m", errUsage)
 	case c.schedule < 100*time.Millisecond:
 		return fmt.Errorf("%w: --schedule-interval under 100ms", errUsage)
+	case c.redirect && c.registry == "":
+		return fmt.Errorf("%w: --registry-redirect needs --registry", errUsage)
 	case c.maxUpload <= 0:
 		return fmt.Errorf("%w: --max-upload must be positive", errUsage)
 	case c.shutdownTimeout < 0:

@@ -8,12 +8,15 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,7 +31,8 @@ const fleetSize = 10
 
 // backends are the storage set-ups the fleet tests run on: SQLite and
 // bundles in the data directory; a fresh database on a real PostgreSQL
-// server; and bundles in a real registry (Debian's docker-registry).
+// server; and bundles in a real registry (Debian's docker-registry), which
+// devices download from directly in the last set-up.
 var backends = []struct {
 	name  string
 	flags func(t *testing.T) []string
@@ -41,6 +45,10 @@ var backends = []struct {
 		return []string{"--registry", testutil.StartRegistry(t) + "/rota/bundles",
 			"--registry-plain-http"}
 	}},
+	{"registry-redirect", func(t *testing.T) []string {
+		return []string{"--registry", testutil.StartRegistry(t) + "/rota/bundles",
+			"--registry-plain-http", "--registry-redirect"}
+	}},
 }
 
 // release is the part of a release the tests read.
@@ -48,6 +56,7 @@ type release struct {
 	ID      string `json:"id"`
 	Version string `json:"version"`
 	Digest  string `json:"digest"`
+	Size    int64  `json:"size"`
 }
 
 // deployment is the part of a deployment's detail the tests read.
@@ -70,6 +79,25 @@ func (s *serverProc) upload(raw []byte) release {
 	var r release
 	require.Equal(s.t, http.StatusCreated, s.api("POST", "/api/v1/releases", raw, &r))
 	return r
+}
+
+// metric returns the value of an unlabelled metric of the server.
+func (s *serverProc) metric(name string) float64 {
+	s.t.Helper()
+	resp, err := s.client.Get(s.url() + "/metrics")
+	require.NoError(s.t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(s.t, err)
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			require.NoError(s.t, err)
+			return f
+		}
+	}
+	s.t.Fatalf("no metric %s", name)
+	return 0
 }
 
 func (s *serverProc) deployment(id string) deployment {
@@ -139,6 +167,12 @@ func TestFleet(t *testing.T) {
 			})
 			d := srv.deployment(id)
 			assert.Equal(t, fleetSize, d.Counts.All["success"], "counts: %+v", d.Counts)
+			served := srv.metric("rota_bundle_bytes_served_total")
+			if b.name == "registry-redirect" {
+				assert.Less(t, served, float64(good.Size), "devices download from the registry")
+			} else {
+				assert.GreaterOrEqual(t, served, float64(fleetSize*good.Size))
+			}
 
 			id = srv.deploy(bad.ID)
 			eventually(t, 2*time.Minute, "the bad deployment to pause", func() bool {

@@ -22,6 +22,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/rotaupdate/rota/internal/cli"
 )
 
 func main() {
@@ -39,7 +41,8 @@ func main() {
 	}
 }
 
-var errUsage = errors.New("usage")
+// errUsage marks a mistake in the command line or the environment.
+var errUsage = cli.ErrUsage
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer,
 	getenv func(string) string) error {

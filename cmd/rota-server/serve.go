@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"flag"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/rotaupdate/rota/internal/bundlestore"
 	"github.com/rotaupdate/rota/internal/cli"
 	"github.com/rotaupdate/rota/internal/metrics"
+	"github.com/rotaupdate/rota/internal/portal"
 	"github.com/rotaupdate/rota/internal/rollout"
 	"github.com/rotaupdate/rota/internal/server"
 	"github.com/rotaupdate/rota/internal/store"
@@ -95,9 +97,15 @@ func open(ctx context.Context, c *config, log *slog.Logger) (*instance, error) {
 	if s.store, err = openStore(ctx, c, log); err != nil {
 		return nil, err
 	}
+	var bundleURL func(ctx context.Context, digest string) (string, error)
 	if c.registry != "" {
-		s.bundles, err = bundlestore.NewRegistry(c.registry,
-			bundlestore.RegistryOptions{PlainHTTP: c.registryHTTP})
+		var reg *bundlestore.Registry
+		reg, err = bundlestore.NewRegistry(c.registry,
+			bundlestore.RegistryOptions{PlainHTTP: c.registryHTTP, FileBlob: c.redirect})
+		s.bundles = reg
+		if c.redirect {
+			bundleURL = reg.DownloadURL
+		}
 	} else {
 		s.bundles, err = bundlestore.OpenLayout(filepath.Join(c.data, "bundles"))
 	}
@@ -116,9 +124,18 @@ func open(ctx context.Context, c *config, log *slog.Logger) (*instance, error) {
 		return nil, fmt.Errorf("create upload directory: %w", err)
 	}
 
+	// Every replica signs device tokens with the key the first stored.
+	tokenKey := make([]byte, 32)
+	rand.Read(tokenKey)
+	if tokenKey, err = s.store.Secret(ctx, "device-token-key", tokenKey); err != nil {
+		s.close()
+		return nil, fmt.Errorf("device token key: %w", err)
+	}
 	devices, err := server.NewDeviceAPI(server.DeviceAPIConfig{
 		Store:           s.store,
 		Bundles:         s.bundles,
+		BundleURL:       bundleURL,
+		TokenKey:        tokenKey,
 		EnrollmentToken: c.enrollmentToken,
 		TokenLifetime:   c.tokenLifetime,
 		PollInterval:    c.pollInterval,
@@ -144,9 +161,24 @@ func open(ctx context.Context, c *config, log *slog.Logger) (*instance, error) {
 	}
 
 	s.metrics = metrics.New(s.store, log)
+	mgmt = s.metrics.Instrument("management", mgmt)
 	mux := http.NewServeMux()
 	mux.Handle(poll.APIPath+"/", s.metrics.Instrument("device", devices))
-	mux.Handle("/api/v1/", s.metrics.Instrument("management", mgmt))
+	mux.Handle(server.ManagementAPIPath+"/", mgmt)
+	if !c.noPortal {
+		// The portal is a client of the management API; in this process
+		// it calls the API's handler directly.
+		web, err := portal.New(portal.Config{
+			Transport:     portal.InProcessTransport(mgmt),
+			SecureCookies: c.secureCookies,
+			Logger:        log,
+		})
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+		mux.Handle("/", web)
+	}
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -240,7 +272,7 @@ func (s *instance) serve(ctx context.Context, c *config, stdout io.Writer) error
 	if c.tlsCert != "" {
 		scheme = "https"
 	}
-	addr := fmt.Sprintf("%s://%s", scheme, displayAddr(l.Addr()))
+	addr := fmt.Sprintf("%s://%s", scheme, cli.DisplayAddr(l.Addr()))
 	s.log.Info("rota-server listening", "url", addr, "data", c.data,
 		"database", redactURL(c.database))
 	fmt.Fprintf(stdout, "rota-server listening on %s\n", addr)
@@ -286,19 +318,6 @@ func (s *instance) close() {
 			s.log.Warn("close store", "err", err)
 		}
 	}
-}
-
-// displayAddr turns a listening address into one a browser can reach:
-// an unspecified host becomes localhost.
-func displayAddr(a net.Addr) string {
-	host, port, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = "localhost"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 // redactURL hides the password of a database URL for logging.

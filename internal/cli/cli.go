@@ -1,4 +1,6 @@
-// Package cli holds what ROTA's commands share: their logger set-up.
+// Package cli holds what ROTA's commands share: their logger set-up,
+// flags that ROTA_* environment variables may set, and the address they
+// say they listen on.
 package cli
 
 import (
