@@ -99,6 +99,35 @@ func (a *deviceAPI) enrolls(token string) bool {
 // device returns the accepted device whose token the request carries, or
 // answers 401, 403 or 429 and returns false.
 func (a *deviceAPI) device(w http.ResponseWriter, r *http.Request) (store.Device, bool) {
+	id, ok := a.authenticate(w, r)
+	if !ok {
+		return store.Device{}, false
+	}
+	dev, err := a.cfg.Store.Device(r.Context(), id)
+	if !a.admitted(w, r, dev, err) {
+		return store.Device{}, false
+	}
+	return dev, true
+}
+
+// checkState is device for the update check: it returns the accepted
+// device's check state, read in one query, or answers 401, 403 or 429
+// and returns false.
+func (a *deviceAPI) checkState(w http.ResponseWriter, r *http.Request) (store.CheckState, bool) {
+	id, ok := a.authenticate(w, r)
+	if !ok {
+		return store.CheckState{}, false
+	}
+	st, err := a.cfg.Store.CheckState(r.Context(), id)
+	if !a.admitted(w, r, st.Device, err) {
+		return store.CheckState{}, false
+	}
+	return st, true
+}
+
+// authenticate returns the ID of the device whose token the request
+// carries, or answers 401 or 429 and returns false.
+func (a *deviceAPI) authenticate(w http.ResponseWriter, r *http.Request) (string, bool) {
 	token, ok := bearerToken(r)
 	var id string
 	if ok {
@@ -107,36 +136,40 @@ func (a *deviceAPI) device(w http.ResponseWriter, r *http.Request) (store.Device
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rota"`)
 		writeProblem(w, http.StatusUnauthorized, "missing, unknown or expired token")
-		return store.Device{}, false
+		return "", false
 	}
 	if a.rateLimited(w, "device:"+id) {
-		return store.Device{}, false
+		return "", false
 	}
+	return id, true
+}
 
-	dev, err := a.cfg.Store.Device(r.Context(), id)
+// admitted reports whether dev, read with err, is an accepted device; if
+// not, it answers 401, 403 or 500.
+func (a *deviceAPI) admitted(w http.ResponseWriter, r *http.Request, dev store.Device,
+	err error) bool {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rota"`)
 		writeProblem(w, http.StatusUnauthorized, "the token's device no longer exists")
-		return store.Device{}, false
+		return false
 	case err != nil:
 		a.fail(w, r, err)
-		return store.Device{}, false
+		return false
 	case dev.Status != store.StatusAccepted:
 		// An operator withdrew the admission since the token was issued.
 		writeProblem(w, http.StatusForbidden, "device is "+string(dev.Status))
-		return store.Device{}, false
+		return false
 	}
-	return dev, true
+	return true
 }
 
-// check records what the device runs and answers with its update, if
-// any, under a strong ETag of the answer.
 func (a *deviceAPI) check(w http.ResponseWriter, r *http.Request) {
-	dev, ok := a.device(w, r)
+	st, ok := a.checkState(w, r)
 	if !ok {
 		return
 	}
+	dev := st.Device
 	var req poll.CheckRequest
 	if !readJSON(w, r, &req) {
 		return
@@ -159,7 +192,7 @@ func (a *deviceAPI) check(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	update, err := a.offer(r.Context(), dev, req.Compatible)
+	update, err := a.offer(r.Context(), dev.ID, st.Deployment, req.Compatible)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -185,22 +218,27 @@ func unchanged(dev store.Device, c store.CheckInfo) bool {
 		c.Digest == dev.InstalledDigest && (c.Slots == nil || bytes.Equal(c.Slots, dev.Slots))
 }
 
-// offer returns the update the device should install now; nil if none.
-// A device that reports the offered digest installed is still offered
-// it: its agent answers already-installed, which finishes the device's
-// part in the deployment.
-func (a *deviceAPI) offer(ctx context.Context, dev store.Device,
+// offer returns the update the device should install now, given its
+// part dd in its active or paused deployment; nil if none. A device that
+// reports the offered digest installed is still offered it: its agent
+// answers already-installed, which finishes the device's part in the
+// deployment.
+func (a *deviceAPI) offer(ctx context.Context, deviceID string, dd *store.DeviceDeployment,
 	compatible string) (*poll.Update, error) {
-	dd, dep, rel, err := a.deployment(ctx, dev.ID)
-	if errors.Is(err, store.ErrNotFound) {
+	if dd == nil {
 		return nil, nil
 	}
-	if err != nil || !shouldOffer(dep, dd) {
+	dep, err := a.cfg.Store.Deployment(ctx, dd.DeploymentID)
+	if err != nil || !shouldOffer(dep, *dd) {
+		return nil, err
+	}
+	rel, err := a.cfg.Store.Release(ctx, dep.ReleaseID)
+	if err != nil {
 		return nil, err
 	}
 	if rel.Compatible != compatible {
 		a.log.WarnContext(ctx, "device not compatible with its deployment's release",
-			"device", dev.ID, "deployment", dep.ID, "compatible", compatible,
+			"device", deviceID, "deployment", dep.ID, "compatible", compatible,
 			"release", rel.Compatible)
 		return nil, nil
 	}
@@ -233,10 +271,8 @@ func (a *deviceAPI) deployment(ctx context.Context, deviceID string) (store.Devi
 // release now. A device already started goes on, even in a paused
 // deployment, so that it finishes or rolls back as its agent decides. A
 // device not started yet starts by itself only in an active deployment
-// whose strategy sets no limit: every other strategy waits for the
-// rollout scheduler to start it.
-// TODO(#5): the scheduler that calls StartDevices for phased, limited
-// and windowed strategies.
+// whose strategy sets no limit: in every other strategy the rollout
+// scheduler starts it.
 func shouldOffer(dep store.Deployment, dd store.DeviceDeployment) bool {
 	if !dd.Started.IsZero() {
 		return true

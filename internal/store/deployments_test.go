@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -436,6 +437,72 @@ func TestStore_AddDeploymentDevices(t *testing.T) {
 			require.NoError(t, s.DeleteDevice(ctx, ids[1]))
 			c := checkCounts(t, s, d.ID)
 			assert.Equal(t, 2, c.All.Total())
+		})
+	})
+}
+
+func TestStore_CheckState(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		d, ids := rollout(t, s, 3, Strategy{})
+		require.NoError(t, s.RecordCheck(ctx, ids[0], CheckInfo{Version: "1.0.0",
+			Digest: "sha256:aa", Slots: json.RawMessage(`[{"name":"rootfs.0"}]`)}))
+
+		// checkState compares CheckState with the separate reads it
+		// stands for.
+		checkState := func(t *testing.T, id string) CheckState {
+			t.Helper()
+			st, err := s.CheckState(ctx, id)
+			require.NoError(t, err)
+			dev, err := s.Device(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, Device{ID: dev.ID, Status: dev.Status, LastCheck: dev.LastCheck,
+				InstalledVersion: dev.InstalledVersion, InstalledDigest: dev.InstalledDigest,
+				Slots: dev.Slots}, st.Device)
+			dd, err := s.ActiveDeviceDeployment(ctx, id)
+			if errors.Is(err, ErrNotFound) {
+				assert.Nil(t, st.Deployment)
+			} else {
+				require.NoError(t, err)
+				require.NotNil(t, st.Deployment)
+				assert.Equal(t, dd, *st.Deployment)
+			}
+			return st
+		}
+
+		st := checkState(t, ids[0])
+		assert.Equal(t, "1.0.0", st.Device.InstalledVersion)
+		require.NotNil(t, st.Deployment)
+		assert.Equal(t, d.ID, st.Deployment.DeploymentID)
+
+		_, err := s.StartDevices(ctx, d.ID, 0, 3)
+		require.NoError(t, err)
+		_, err = s.RecordReport(ctx, d.ID, ids[1], report("r1", poll.ReportDownloading,
+			"fetching"))
+		require.NoError(t, err)
+		st = checkState(t, ids[1])
+		require.NotNil(t, st.Deployment)
+		assert.False(t, st.Deployment.Started.IsZero())
+		assert.Equal(t, []string{"fetching"}, st.Deployment.Log)
+
+		t.Run("a finished device has no deployment", func(t *testing.T) {
+			_, err := s.RecordReport(ctx, d.ID, ids[1], report("r2", poll.ReportSuccess))
+			require.NoError(t, err)
+			assert.Nil(t, checkState(t, ids[1]).Deployment)
+		})
+		t.Run("a paused deployment still counts", func(t *testing.T) {
+			_, err := s.SetDeploymentStatus(ctx, d.ID, DeploymentPaused)
+			require.NoError(t, err)
+			assert.NotNil(t, checkState(t, ids[2]).Deployment)
+		})
+		t.Run("an aborted deployment does not", func(t *testing.T) {
+			_, err := s.SetDeploymentStatus(ctx, d.ID, DeploymentAborted)
+			require.NoError(t, err)
+			assert.Nil(t, checkState(t, ids[2]).Deployment)
+		})
+		t.Run("an unknown device is not found", func(t *testing.T) {
+			_, err := s.CheckState(ctx, "nope")
+			assert.ErrorIs(t, err, ErrNotFound)
 		})
 	})
 }

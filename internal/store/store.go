@@ -437,6 +437,17 @@ type DeviceDeployment struct {
 	Created, Updated time.Time
 }
 
+// CheckState is what a device's update check reads of the store.
+type CheckState struct {
+	// Device holds the device's ID, Status, LastCheck, InstalledVersion,
+	// InstalledDigest and Slots; its other fields are empty.
+	Device Device
+
+	// Deployment is the device's part in the active or paused deployment
+	// it takes part in, unfinished; nil if none.
+	Deployment *DeviceDeployment
+}
+
 // DeviceDeploymentFilter selects per-device deployment states; every set
 // field must match.
 type DeviceDeploymentFilter struct {
@@ -690,6 +701,11 @@ type Store interface {
 	// ActiveDeviceDeployment returns the device's state in the active or
 	// paused deployment it takes part in, unfinished; ErrNotFound if none.
 	ActiveDeviceDeployment(ctx context.Context, deviceID string) (DeviceDeployment, error)
+	// CheckState returns in one read what a device's update check needs:
+	// the device's admission and what it last reported, and its part in
+	// the active or paused deployment it takes part in, unfinished, if
+	// any. ErrNotFound if there is no such device.
+	CheckState(ctx context.Context, deviceID string) (CheckState, error)
 	// ListDeviceDeployments returns a page of per-device states ordered
 	// by deployment ID then device ID; the cursor is opaque.
 	ListDeviceDeployments(ctx context.Context, f DeviceDeploymentFilter,

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -56,6 +57,7 @@ func TestMain(m *testing.M) {
 	for _, f := range fleets {
 		f.cleanup()
 	}
+	testutil.StopPostgres()
 	os.Exit(code)
 }
 
@@ -197,12 +199,15 @@ func newFleet(b *testing.B, backend string, n int) (*fleet, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A fleet serves every run of the process: its database must not go
+	// with the benchmark that made it.
+	owner := &laterTB{TB: b}
 	var st store.Store
 	switch backend {
 	case "sqlite":
 		st, err = store.OpenSQLite(ctx, filepath.Join(dir, "rota.db"))
 	case "postgres":
-		st, err = store.OpenPostgres(ctx, testutil.StartPostgres(b))
+		st, err = store.OpenPostgres(ctx, testutil.StartPostgres(owner))
 	}
 	if err != nil {
 		return nil, err
@@ -235,7 +240,10 @@ func newFleet(b *testing.B, backend string, n int) (*fleet, error) {
 	var before runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	api, err := server.NewDeviceAPI(server.DeviceAPIConfig{Store: st, Bundles: bundles})
+	// Failures are logged: a benchmark that fails says why.
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	api, err := server.NewDeviceAPI(server.DeviceAPIConfig{Store: st, Bundles: bundles,
+		Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -244,6 +252,7 @@ func newFleet(b *testing.B, backend string, n int) (*fleet, error) {
 	f.cleanup = func() {
 		srv.Close()
 		st.Close()
+		owner.cleanup()
 		os.RemoveAll(dir)
 	}
 	if err := authenticate(srv.URL, keys, f.tokens); err != nil {
@@ -317,4 +326,19 @@ func auth(url string, key ed25519.PrivateKey) (string, error) {
 		return "", fmt.Errorf("auth: %s, status %q", resp.Status, ar.Status)
 	}
 	return ar.Token, nil
+}
+
+// laterTB is a testing.TB whose cleanups run when its cleanup method is
+// called rather than when the benchmark ends.
+type laterTB struct {
+	testing.TB
+	cleanups []func()
+}
+
+func (l *laterTB) Cleanup(f func()) { l.cleanups = append(l.cleanups, f) }
+
+func (l *laterTB) cleanup() {
+	for _, f := range slices.Backward(l.cleanups) {
+		f()
+	}
 }
