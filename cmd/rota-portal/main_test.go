@@ -10,11 +10,9 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -85,20 +83,15 @@ func TestConfigErrors(t *testing.T) {
 }
 
 // adminPassword is the first admin's password in the test server.
-const adminPassword = "correct horse battery"
+const adminPassword = testutil.AdminPassword
 
 // rotaServer builds rota-server once.
 var rotaServer = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "rota-portal-test-")
+	dir, err := testutil.BuildCommands(nil, "github.com/rotaupdate/rota/cmd/rota-server")
 	if err != nil {
 		return "", err
 	}
 	binDir = dir
-	out, err := exec.Command("go", "build", "-o", dir+"/",
-		"github.com/rotaupdate/rota/cmd/rota-server").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("build rota-server: %w\n%s", err, out)
-	}
 	return filepath.Join(dir, "rota-server"), nil
 })
 
@@ -119,23 +112,7 @@ func startServer(t *testing.T, extra ...string) string {
 	t.Helper()
 	bin, err := rotaServer()
 	require.NoError(t, err)
-	data := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
-	cmd := exec.Command(bin, append([]string{"--listen", addr, "--data", data}, extra...)...)
-	cmd.Env = append(os.Environ(), "ROTA_ADMIN_PASSWORD="+adminPassword)
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("rota-server log:\n%s", log.String())
-		}
-	})
-	base := "http://" + addr
-	waitReady(t, base+"/readyz")
-	return base
+	return testutil.StartServer(t, bin, extra...).URL()
 }
 
 // waitReady waits until url answers 200.

@@ -77,14 +77,14 @@ type deployment struct {
 func (s *serverProc) upload(raw []byte) release {
 	s.t.Helper()
 	var r release
-	require.Equal(s.t, http.StatusCreated, s.api("POST", "/api/v1/releases", raw, &r))
+	require.Equal(s.t, http.StatusCreated, s.API("POST", "/releases", raw, &r))
 	return r
 }
 
 // metric returns the value of an unlabelled metric of the server.
 func (s *serverProc) metric(name string) float64 {
 	s.t.Helper()
-	resp, err := s.client.Get(s.url() + "/metrics")
+	resp, err := s.Client.Get(s.URL() + "/metrics")
 	require.NoError(s.t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -103,18 +103,18 @@ func (s *serverProc) metric(name string) float64 {
 func (s *serverProc) deployment(id string) deployment {
 	s.t.Helper()
 	var d deployment
-	require.Equal(s.t, http.StatusOK, s.api("GET", "/api/v1/deployments/"+id, nil, &d))
+	require.Equal(s.t, http.StatusOK, s.API("GET", "/deployments/"+id, nil, &d))
 	return d
 }
 
 // acceptedDevices waits until n devices are accepted.
 func (s *serverProc) acceptedDevices(n int) {
 	s.t.Helper()
-	eventually(s.t, 60*time.Second, fmt.Sprintf("%d accepted devices", n), func() bool {
+	testutil.Eventually(s.t, 60*time.Second, fmt.Sprintf("%d accepted devices", n), func() bool {
 		var page struct {
 			Total int `json:"total"`
 		}
-		s.api("GET", "/api/v1/devices?status=accepted&limit=1", nil, &page)
+		s.API("GET", "/devices?status=accepted&limit=1", nil, &page)
 		return page.Total == n
 	})
 }
@@ -134,7 +134,7 @@ var phased = map[string]any{
 func (s *serverProc) deploy(releaseID string) string {
 	s.t.Helper()
 	var d deployment
-	code := s.api("POST", "/api/v1/deployments", map[string]any{
+	code := s.API("POST", "/deployments", map[string]any{
 		"name":      "e2e " + releaseID,
 		"releaseId": releaseID,
 		"target":    map[string]any{"filter": map[string]any{"status": "accepted"}},
@@ -152,9 +152,9 @@ func TestFleet(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			srv := startServer(t, b.flags(t)...)
-			signer, pub := fleetKey(t, srv.data)
-			srv.stop()
-			srv.start() // the server loads keys at start
+			signer, pub := fleetKey(t, srv.Data)
+			srv.Stop()
+			srv.Start() // the server loads keys at start
 
 			good := srv.upload(buildRelease(t, signer, "2.0.0"))
 			bad := srv.upload(buildRelease(t, signer, "3.0.0"))
@@ -162,7 +162,7 @@ func TestFleet(t *testing.T) {
 			srv.acceptedDevices(fleetSize)
 
 			id := srv.deploy(good.ID)
-			eventually(t, 3*time.Minute, "the good deployment to finish", func() bool {
+			testutil.Eventually(t, 3*time.Minute, "the good deployment to finish", func() bool {
 				return srv.deployment(id).Status == "finished"
 			})
 			d := srv.deployment(id)
@@ -175,7 +175,7 @@ func TestFleet(t *testing.T) {
 			}
 
 			id = srv.deploy(bad.ID)
-			eventually(t, 2*time.Minute, "the bad deployment to pause", func() bool {
+			testutil.Eventually(t, 2*time.Minute, "the bad deployment to pause", func() bool {
 				return srv.deployment(id).Status == "paused"
 			})
 			time.Sleep(3 * time.Second) // long enough for a wrong start to show
@@ -189,7 +189,7 @@ func TestFleet(t *testing.T) {
 				assert.Equal(t, p.Total, p.States["pending"],
 					"later phases never start: %+v", d.Counts)
 			}
-			require.NoError(t, srv.stop(), "graceful shutdown")
+			require.NoError(t, srv.Stop(), "graceful shutdown")
 		})
 	}
 }
@@ -201,9 +201,9 @@ func TestCrash(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			srv := startServer(t, b.flags(t)...)
-			signer, pub := fleetKey(t, srv.data)
-			srv.stop()
-			srv.start()
+			signer, pub := fleetKey(t, srv.Data)
+			srv.Stop()
+			srv.Start()
 
 			rel := srv.upload(buildRelease(t, signer, "2.0.0"))
 			simulate(t, srv, pub, fleetSize, "")
@@ -212,10 +212,10 @@ func TestCrash(t *testing.T) {
 
 			for range 20 {
 				time.Sleep(time.Duration(100+mathrand.IntN(600)) * time.Millisecond)
-				srv.kill()
-				srv.start()
+				srv.Kill()
+				srv.Start()
 			}
-			eventually(t, 3*time.Minute, "the deployment to finish", func() bool {
+			testutil.Eventually(t, 3*time.Minute, "the deployment to finish", func() bool {
 				return srv.deployment(id).Status == "finished"
 			})
 			d := srv.deployment(id)
@@ -228,7 +228,7 @@ func TestCrash(t *testing.T) {
 				} `json:"items"`
 			}
 			require.Equal(t, http.StatusOK,
-				srv.api("GET", "/api/v1/deployments/"+id+"/devices?limit=1000", nil, &devices))
+				srv.API("GET", "/deployments/"+id+"/devices?limit=1000", nil, &devices))
 			require.Len(t, devices.Items, fleetSize)
 			for _, dd := range devices.Items {
 				assert.Equal(t, "success", dd.State)
@@ -245,19 +245,19 @@ func TestTLS(t *testing.T) {
 	srv := startServer(t, "--tls-cert", certFile, "--tls-key", keyFile)
 
 	var me struct{ Role string }
-	require.Equal(t, http.StatusOK, srv.api("GET", "/api/v1/me", nil, &me))
+	require.Equal(t, http.StatusOK, srv.API("GET", "/me", nil, &me))
 	assert.Equal(t, "admin", me.Role)
-	resp, err := srv.client.Get(srv.url() + "/metrics")
+	resp, err := srv.Client.Get(srv.URL() + "/metrics")
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 
-	resp, err = http.Get("http://" + srv.addr + "/readyz")
+	resp, err = http.Get("http://" + srv.Addr + "/readyz")
 	if err == nil {
 		resp.Body.Close()
 		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "plain HTTP to a TLS port")
 	}
-	require.NoError(t, srv.stop())
+	require.NoError(t, srv.Stop())
 }
 
 // selfSigned writes a self-signed certificate for 127.0.0.1 and its key.

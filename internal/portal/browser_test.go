@@ -3,9 +3,7 @@ package portal_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,7 +28,7 @@ const (
 	enrolledDevices = 4
 	pendingDevices  = 2
 	enrollmentToken = "portal-e2e-token"
-	adminPassword   = "correct horse battery"
+	adminPassword   = testutil.AdminPassword
 )
 
 // binDir holds the commands built by commands, removed by TestMain.
@@ -47,110 +45,42 @@ func TestMain(m *testing.M) {
 // commands builds rota-server and rota-client once for the tests that
 // run them.
 var commands = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "rota-portal-test-")
-	if err != nil {
-		return "", err
-	}
+	dir, err := testutil.BuildCommands(nil, "github.com/rotaupdate/rota/cmd/rota-server",
+		"github.com/rotaupdate/rota/cmd/rota-client")
 	binDir = dir
-	out, err := exec.Command("go", "build", "-o", dir+"/",
-		"github.com/rotaupdate/rota/cmd/rota-server",
-		"github.com/rotaupdate/rota/cmd/rota-client").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("build the commands: %w\n%s", err, out)
-	}
-	return dir, nil
+	return dir, err
 })
-
-// serverProc is a rota-server process on a loopback port.
-type serverProc struct {
-	t     *testing.T
-	url   string
-	data  string
-	token string
-}
 
 // startServer starts rota-server with the release signing key of the
 // tests and returns it with the public key's path.
-func startServer(t *testing.T, bin string) (*serverProc, string) {
+func startServer(t *testing.T, bin string) (*testutil.Server, string) {
 	t.Helper()
 	data := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(data, "keys"), 0o700))
 	pubPath := filepath.Join(data, "keys", "release.pub")
 	require.NoError(t, os.WriteFile(pubPath, signingKey().pubPEM, 0o644))
-
-	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
-	s := &serverProc{t: t, url: "http://" + addr, data: data}
-	logf, err := os.Create(filepath.Join(data, "server.log"))
-	require.NoError(t, err)
-	cmd := exec.Command(filepath.Join(bin, "rota-server"), "--listen", addr, "--data", data,
+	s := testutil.StartServer(t, filepath.Join(bin, "rota-server"), "--data", data,
 		"--poll-interval", "1s", "--schedule-interval", "200ms",
 		"--enrollment-token", enrollmentToken, "--log-level", "debug")
-	cmd.Env = append(os.Environ(), "ROTA_ADMIN_PASSWORD="+adminPassword)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			log, _ := os.ReadFile(logf.Name())
-			t.Logf("rota-server log:\n%s", tail(log, 80))
-		}
-	})
-	eventually(t, 30*time.Second, "rota-server to be ready", func() bool {
-		resp, err := http.Get(s.url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	out, err := exec.Command(filepath.Join(bin, "rota-server"), "token", "create",
-		"--data", data, "--name", "e2e", "--role", "admin").Output()
-	require.NoError(t, err)
-	s.token = strings.TrimSpace(string(out))
 	return s, pubPath
 }
 
-// api makes a management API request with the admin token and decodes
-// the answer into out, unless nil; it returns the status code.
-func (s *serverProc) api(method, path string, body, out any) int {
-	s.t.Helper()
-	var r io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		require.NoError(s.t, err)
-		r = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, s.url+"/api/v1"+path, r)
-	require.NoError(s.t, err)
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(s.t, err)
-	defer resp.Body.Close()
-	if out != nil && resp.StatusCode < 300 {
-		require.NoError(s.t, json.NewDecoder(resp.Body).Decode(out))
-	}
-	return resp.StatusCode
-}
-
-// devices returns how many devices have status.
-func (s *serverProc) devices(status string) int {
+// devices returns how many devices of s have status.
+func devices(s *testutil.Server, status string) int {
 	var page struct{ Total int }
-	s.api(http.MethodGet, "/devices?limit=1&status="+status, nil, &page)
+	s.API(http.MethodGet, "/devices?limit=1&status="+status, nil, &page)
 	return page.Total
 }
 
 // simulate runs rota-client simulate with n devices against s; without
 // an enrollment token they wait to be accepted.
-func simulate(t *testing.T, bin string, s *serverProc, keyring string, n int, prefix,
+func simulate(t *testing.T, bin string, s *testutil.Server, keyring string, n int, prefix,
 	token string) {
 	t.Helper()
 	dir := t.TempDir()
 	logf, err := os.Create(filepath.Join(dir, "simulate.log"))
 	require.NoError(t, err)
-	args := []string{"simulate", "--server", s.url, "--devices", fmt.Sprint(n),
+	args := []string{"simulate", "--server", s.URL(), "--devices", fmt.Sprint(n),
 		"--dir", dir, "--keyring", keyring, "--serial-prefix", prefix, "--poll", "1s"}
 	if token != "" {
 		args = append(args, "--enrollment-token", token)
@@ -242,11 +172,11 @@ func TestBrowser(t *testing.T) {
 	srv, keyring := startServer(t, bin)
 	simulate(t, bin, srv, keyring, enrolledDevices, "sim-", enrollmentToken)
 	simulate(t, bin, srv, keyring, pendingDevices, "new-", "")
-	require.Equal(t, http.StatusCreated, srv.api(http.MethodPost, "/users",
+	require.Equal(t, http.StatusCreated, srv.API(http.MethodPost, "/users",
 		map[string]string{"name": "vera", "role": "viewer", "password": adminPassword}, nil))
-	eventually(t, 60*time.Second, "the devices to register", func() bool {
-		return srv.devices("accepted") == enrolledDevices &&
-			srv.devices("pending") == pendingDevices
+	testutil.Eventually(t, 60*time.Second, "the devices to register", func() bool {
+		return devices(srv, "accepted") == enrolledDevices &&
+			devices(srv, "pending") == pendingDevices
 	})
 
 	ctx := newBrowser(t, chromium)
@@ -281,7 +211,7 @@ func TestBrowser(t *testing.T) {
 	}
 
 	// Sign in: the portal sends the browser to sign in and back.
-	run(chromedp.Navigate(srv.url+"/devices"), chromedp.WaitVisible(css("#f-name")))
+	run(chromedp.Navigate(srv.URL()+"/devices"), chromedp.WaitVisible(css("#f-name")))
 	shots.shot("01-sign-in")
 	run(chromedp.SendKeys(css("#f-name"), "admin"),
 		chromedp.SendKeys(css("#f-password"), adminPassword),
@@ -290,23 +220,23 @@ func TestBrowser(t *testing.T) {
 		20*time.Second)
 
 	// Accept the pending devices together.
-	run(chromedp.Navigate(srv.url+"/devices?status=pending"),
+	run(chromedp.Navigate(srv.URL()+"/devices?status=pending"),
 		chromedp.WaitVisible(css("[data-select-all]")))
 	shots.shot("02-devices-pending")
 	run(chromedp.Click(css("[data-select-all]")),
 		chromedp.Click(css(".bulk button[value='accept']")))
 	until(`(document.querySelector('.flash')||{}).textContent === 'Accepted 2 devices.'`,
 		20*time.Second)
-	run(chromedp.Navigate(srv.url+"/devices"), chromedp.WaitVisible(css("table.devices")))
+	run(chromedp.Navigate(srv.URL()+"/devices"), chromedp.WaitVisible(css("table.devices")))
 	shots.shot("03-devices")
-	eventually(t, 30*time.Second, "every device accepted", func() bool {
-		return srv.devices("accepted") == enrolledDevices+pendingDevices
+	testutil.Eventually(t, 30*time.Second, "every device accepted", func() bool {
+		return devices(srv, "accepted") == enrolledDevices+pendingDevices
 	})
 	run(chromedp.Click(css("table.devices tbody a.mono")), chromedp.WaitVisible(css("#h-slots")))
 	shots.shot("04-device")
 
 	// Upload a release; the progress bar reaches 100 %.
-	run(chromedp.Navigate(srv.url+"/releases/new"), chromedp.WaitVisible(css("#f-bundle")),
+	run(chromedp.Navigate(srv.URL()+"/releases/new"), chromedp.WaitVisible(css("#f-bundle")),
 		chromedp.SetUploadFiles(css("#f-bundle"), []string{simBundle(t, "2.0.0")}))
 	shots.shot("05-release-new")
 	run(chromedp.Click(css("#upload-form button[type=submit]")))
@@ -344,7 +274,7 @@ func TestBrowser(t *testing.T) {
 	shots.shot("10-device-history")
 
 	// Another deployment, set to start much later, then aborted.
-	run(chromedp.Navigate(srv.url+"/deployments/new?release="+releaseID),
+	run(chromedp.Navigate(srv.URL()+"/deployments/new?release="+releaseID),
 		chromedp.WaitVisible(css("#f-start")),
 		chromedp.SendKeys(css("#f-name"), "Later wave"),
 		chromedp.SetValue(css("#f-start"), "2099-01-01T02:00"),
@@ -354,9 +284,9 @@ func TestBrowser(t *testing.T) {
 		20*time.Second)
 	abortPath, err := chromedp.Run(ctx, chromedp.Evaluate[string]("location.pathname"))
 	require.NoError(t, err)
-	run(chromedp.Navigate(srv.url+"/"), chromedp.WaitVisible(css(".live-list")))
+	run(chromedp.Navigate(srv.URL()+"/"), chromedp.WaitVisible(css(".live-list")))
 	shots.shot("11-dashboard-active")
-	run(chromedp.Navigate(srv.url+abortPath), chromedp.WaitVisible(css("[data-status]")))
+	run(chromedp.Navigate(srv.URL()+abortPath), chromedp.WaitVisible(css("[data-status]")))
 	run(chromedp.Click(css(`form[action$="/abort"] button`)),
 		chromedp.WaitReady(css(`input[name=confirm]`)))
 	shots.shot("12-abort-confirm")
@@ -375,10 +305,10 @@ func TestBrowser(t *testing.T) {
 		{"18-users", "/users", "#h-new"},
 		{"19-account", "/account", "#h-pw"},
 	} {
-		run(chromedp.Navigate(srv.url+pg.path), chromedp.WaitVisible(css(pg.ready)))
+		run(chromedp.Navigate(srv.URL()+pg.path), chromedp.WaitVisible(css(pg.ready)))
 		shots.shot(pg.name)
 	}
-	run(chromedp.Navigate(srv.url+"/tokens"), chromedp.WaitVisible(css("#f-name")),
+	run(chromedp.Navigate(srv.URL()+"/tokens"), chromedp.WaitVisible(css("#f-name")),
 		chromedp.SendKeys(css("#f-name"), "CI pipeline"),
 		chromedp.Click(css("form[action='/tokens'] button[type=submit]")),
 		chromedp.WaitVisible(css("#token-secret")))
@@ -394,7 +324,7 @@ func TestBrowser(t *testing.T) {
 		{"22-phone-devices", "/devices", "table.devices"},
 		{"23-phone-deployments", "/deployments", "table"},
 	} {
-		run(chromedp.Navigate(srv.url+pg.path), chromedp.WaitVisible(css(pg.ready)))
+		run(chromedp.Navigate(srv.URL()+pg.path), chromedp.WaitVisible(css(pg.ready)))
 		shots.shot(pg.name)
 	}
 	run(chromedp.EmulateViewport(1280, 900))
@@ -408,7 +338,7 @@ func TestBrowser(t *testing.T) {
 		20*time.Second)
 	for _, path := range []string{"/", "/devices", "/devices?status=accepted", releasePath,
 		"/deployments", "/releases"} {
-		run(chromedp.Navigate(srv.url+path), chromedp.WaitVisible(css("main h1")))
+		run(chromedp.Navigate(srv.URL()+path), chromedp.WaitVisible(css("main h1")))
 		forms, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](
 			`Array.from(document.querySelectorAll('form[method=post]')).map(f => f.getAttribute('action'))`))
 		require.NoError(t, err)
@@ -421,24 +351,6 @@ func TestBrowser(t *testing.T) {
 		}
 	}
 	shots.shot("24-viewer-releases")
-	run(chromedp.Navigate(srv.url+"/devices"), chromedp.WaitVisible(css("table.devices")))
+	run(chromedp.Navigate(srv.URL()+"/devices"), chromedp.WaitVisible(css("table.devices")))
 	shots.shot("25-viewer-devices")
-}
-
-// eventually calls cond until it returns true or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// tail returns the last n lines of b.
-func tail(b []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
