@@ -4,6 +4,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 LONGFUZZ  ?= 5m
 BENCHDIR  ?= $(CURDIR)/.bench
+ARTIFACTS ?= $(CURDIR)/test-output
 PKGS      := ./...
 
 # Fuzz targets: package and name, run briefly by `make test` and long by
@@ -16,7 +17,7 @@ FUZZ_TARGETS := \
 	./slot:FuzzUBootEnv \
 	./slot:FuzzParseEFIVariable
 
-.PHONY: all build test deps vet unit fuzz-short fuzz bench demo demo-stop clean
+.PHONY: all build test deps vet unit e2e fuzz-short fuzz bench demo demo-stop clean
 
 all: build
 
@@ -31,8 +32,13 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# Test artifacts (server logs, the portal's screenshots) go to $(ARTIFACTS).
 unit:
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	mkdir -p $(ARTIFACTS) && $(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(ARTIFACTS) $(PKGS)
+
+# End-to-end boots under QEMU (docs/e2e.md); console logs go to $(ARTIFACTS).
+e2e:
+	mkdir -p $(ARTIFACTS) && ROTA_E2E=1 $(GO) test -count=1 -timeout 40m -artifacts -outputdir $(ARTIFACTS) ./internal/e2e
 
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do \
@@ -41,7 +47,7 @@ fuzz-short:
 	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
 
-test: deps vet unit fuzz-short
+test: deps vet unit e2e fuzz-short
 
 fuzz:
 	$(MAKE) fuzz-short FUZZTIME=$(LONGFUZZ)
@@ -59,4 +65,4 @@ demo-stop:
 	./scripts/demo-stop.sh
 
 clean:
-	rm -rf bin demo $(BENCHDIR)
+	rm -rf bin demo $(BENCHDIR) $(ARTIFACTS)

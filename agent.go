@@ -757,11 +757,20 @@ func (a *Agent) afterActivate(ctx context.Context, j *Journal) (time.Duration, e
 	if err != nil {
 		return a.finish(ctx, j, poll.ReportFailure, err.Error())
 	}
-	primary, err := a.o.System.Bootloader().Primary(ctx)
+	bl := a.o.System.Bootloader()
+	primary, err := bl.Primary(ctx)
 	if err != nil {
 		return a.o.RetryWait, err
 	}
-	if primary != target.Root().Bootname() {
+	state, err := bl.State(ctx, target.Root().Bootname())
+	if err != nil {
+		return a.o.RetryWait, err
+	}
+	// A boot loader that falls back once every slot's try is spent, as
+	// GRUB's boot-once script does, names the new slot primary again
+	// after its failed try; that the try is spent (Bad) tells the two
+	// apart. Before the reboot the new slot is on trial, never Bad.
+	if primary != target.Root().Bootname() || state.Bad {
 		// The device rebooted, the boot loader tried the new slot and
 		// came back: the new system did not start.
 		a.o.System.MarkBad(ctx, target)

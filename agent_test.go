@@ -229,6 +229,54 @@ func TestAgent_NewSlotThatDoesNotBootRollsBack(t *testing.T) {
 	assert.Contains(t, j.Last.Message, "did not boot")
 }
 
+func TestAgent_NewSlotThatDoesNotBootRollsBackWithGRUB(t *testing.T) {
+	d, s := newAgentDevice(t, 8<<20)
+	useGRUB(t, d)
+	d.offer(t, s, "2.0.0", 0x5a)
+	require.ErrorIs(t, d.runUntilReboot(t), rota.ErrRebooting)
+	require.Equal(t, "B", d.grubReboot(t))
+	// The new kernel panics before the agent runs. The script falls back
+	// to A; with both tries spent, GRUB's choice for the next boot is B
+	// again, which must not send the device back into the broken slot.
+	require.Equal(t, "A", d.grubReboot(t))
+	require.NoError(t, d.runUntilReboot(t), "no reboot into the slot that did not boot")
+	j, err := d.agent(t).Journal()
+	require.NoError(t, err)
+	assert.Equal(t, "rolled-back", j.Last.State)
+	assert.Contains(t, j.Last.Message, "did not boot")
+	require.Equal(t, "A", d.grubReboot(t))
+}
+
+// useGRUB switches the device to the GRUB backend, with its grubenv as
+// docs/operations.md provisions it, booted from slot A.
+func useGRUB(t *testing.T, d *agentDevice) {
+	env := slot.NewGrubEnv()
+	for _, kv := range [][2]string{{"ORDER", "A B"}, {"A_OK", "1"}, {"A_TRY", "0"},
+		{"B_OK", "0"}, {"B_TRY", "0"}} {
+		require.NoError(t, env.Set(kv[0], kv[1]))
+	}
+	require.NoError(t, slot.WriteGrubEnv(filepath.Join(d.dir, "grubenv"), env))
+	p := filepath.Join(d.dir, "system.toml")
+	cfg := d.read("system.toml")
+	cfg = bytes.Replace(cfg, []byte(`backend = "file"`),
+		[]byte("backend = \"grub\"\ngrub-env = \"grubenv\""), 1)
+	require.NoError(t, os.WriteFile(p, cfg, 0o644))
+	require.Equal(t, "A", d.grubReboot(t))
+}
+
+// grubReboot boots the device as GRUB's script would and returns the
+// bootname booted.
+func (d *agentDevice) grubReboot(t *testing.T) string {
+	g, err := slot.NewGRUB(filepath.Join(d.dir, "grubenv"), []string{"A", "B"})
+	require.NoError(t, err)
+	name, err := g.SimulateBoot(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(d.dir, "cmdline"),
+		[]byte("rota.slot="+name+"\n"), 0o644))
+	d.open()
+	return name
+}
+
 func TestAgent_HostileAnswersAreRefused(t *testing.T) {
 	tests := []struct {
 		name   string

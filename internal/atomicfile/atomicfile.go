@@ -59,25 +59,44 @@ func WriteBytes(path string, data []byte, perm os.FileMode) error {
 }
 
 // Rename renames oldPath to newPath (atomic on POSIX file systems) and
-// syncs the directory of newPath so that the rename survives a power cut.
+// syncs newPath and its directory so that the rename survives a power cut.
+// Syncing the directory alone is not enough on vfat, where an EFI system
+// partition's boot loader files live: there the renamed file's directory
+// entry is written with the file, and until then the entry on the disk
+// still points at the replaced file's clusters, which are already free.
 func Rename(oldPath, newPath string) error {
 	if err := os.Rename(oldPath, newPath); err != nil {
 		return fmt.Errorf("rename %s: %w", oldPath, err)
+	}
+	if err := syncPath(newPath); err != nil {
+		return fmt.Errorf("sync %s: %w", newPath, err)
 	}
 	return SyncDir(filepath.Dir(newPath))
 }
 
 // SyncDir flushes a directory's entries to stable storage.
 func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open directory %s: %w", dir, err)
+	if err := syncPath(dir); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
-	defer d.Close()
+	return nil
+}
+
+// syncFile flushes an open file or directory; tests replace it to see
+// what is synced.
+var syncFile = (*os.File).Sync
+
+// syncPath opens a file or directory and flushes it to stable storage.
+func syncPath(name string) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
 	// Some file systems (vfat on a few kernels) refuse fsync on a
 	// directory; the rename itself has then already been written through.
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
+	if err := syncFile(f); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return err
 	}
 	return nil
 }

@@ -58,3 +58,25 @@ func TestWriteBytes(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "{}\n", string(got))
 }
+
+func TestRename_SyncsTheFileAndItsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	oldPath, newPath := filepath.Join(dir, ".env.tmp"), filepath.Join(dir, "env")
+	require.NoError(t, os.WriteFile(oldPath, []byte("new"), 0o644))
+	require.NoError(t, os.WriteFile(newPath, []byte("old"), 0o644))
+	var synced []string
+	sync := syncFile
+	syncFile = func(f *os.File) error {
+		synced = append(synced, f.Name())
+		return sync(f)
+	}
+	t.Cleanup(func() { syncFile = sync })
+
+	require.NoError(t, Rename(oldPath, newPath))
+	// On vfat the directory entry of the renamed file is written only
+	// with the file itself, so both must be synced, the file first.
+	assert.Equal(t, []string{newPath, dir}, synced)
+	got, err := os.ReadFile(newPath)
+	require.NoError(t, err)
+	assert.Equal(t, "new", string(got))
+}

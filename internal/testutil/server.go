@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,8 +53,8 @@ type Server struct {
 	Database string
 	// Scheme is https with --tls-cert, http otherwise.
 	Scheme string
-	// Client makes the requests of API; it trusts the server's
-	// certificate when the test sets one.
+	// Client makes the requests of API, each within a minute; it trusts
+	// the server's certificate when the test sets one.
 	Client *http.Client
 	// Token is a management API token of the admin role.
 	Token string
@@ -66,10 +65,10 @@ type Server struct {
 // and the further flags args; the first admin's password is
 // AdminPassword. It waits until the server is ready, creates an admin API
 // token, and stops the server when the test ends, logging the end of its
-// log if the test failed.
+// log if the test failed. The log is kept in the test's ArtifactDir.
 func StartServer(t testing.TB, bin string, args ...string) *Server {
 	t.Helper()
-	s := &Server{t: t, bin: bin, Scheme: "http", Client: http.DefaultClient,
+	s := &Server{t: t, bin: bin, Scheme: "http", Client: &http.Client{Timeout: time.Minute},
 		Addr: fmt.Sprintf("127.0.0.1:%d", FreePort(t))}
 	for i := 0; i+1 < len(args); i++ {
 		switch args[i] {
@@ -87,7 +86,7 @@ func StartServer(t testing.TB, bin string, args ...string) *Server {
 	}
 	s.args = append([]string{"--listen", s.Addr}, args...)
 	var err error
-	if s.log, err = os.Create(filepath.Join(t.TempDir(), "server.log")); err != nil {
+	if s.log, err = os.CreateTemp(t.ArtifactDir(), "rota-server-*.log"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
