@@ -475,51 +475,6 @@ func (s *sqlStore) ActiveDeviceDeployment(ctx context.Context,
 	return dd, nil
 }
 
-// CheckState implements Store.
-func (s *sqlStore) CheckState(ctx context.Context, deviceID string) (CheckState, error) {
-	row := s.reader().QueryRowContext(ctx, `SELECT d.id, d.status, d.last_check,
-		d.installed_version, d.installed_digest, d.slots, dd.deployment_id, dd.phase,
-		dd.state, dd.started, dd.attempts, dd.last_report, dd.message, dd.log, dd.created,
-		dd.updated
-		FROM devices d LEFT JOIN deployment_devices dd ON dd.device_id = d.id
-			AND dd.state NOT IN `+finalStates+`
-			AND EXISTS (SELECT 1 FROM deployments x WHERE x.id = dd.deployment_id
-				AND x.status IN ('active', 'paused'))
-		WHERE d.id = ?
-		ORDER BY dd.created DESC LIMIT 1`, deviceID)
-	var (
-		st                   CheckState
-		lastCheck            sql.NullInt64
-		slots                sql.NullString
-		depID, state, msg    sql.NullString
-		log                  sql.NullString
-		phase, attempts      sql.NullInt64
-		started, last, c, up sql.NullInt64
-	)
-	err := row.Scan(&st.Device.ID, &st.Device.Status, &lastCheck, &st.Device.InstalledVersion,
-		&st.Device.InstalledDigest, &slots, &depID, &phase, &state, &started, &attempts, &last,
-		&msg, &log, &c, &up)
-	if err != nil {
-		return CheckState{}, fmt.Errorf("get check state of device %s: %w", deviceID,
-			notFound(err))
-	}
-	st.Device.LastCheck = fromMicro(lastCheck)
-	st.Device.Slots = fromRawJSON(slots)
-	if !depID.Valid {
-		return st, nil
-	}
-	dd := &DeviceDeployment{DeploymentID: depID.String, DeviceID: deviceID,
-		Phase: int(phase.Int64), State: TargetState(state.String), Started: fromMicro(started),
-		Attempts: int(attempts.Int64), LastReport: fromMicro(last), Message: msg.String,
-		Created: fromMicro(c), Updated: fromMicro(up)}
-	if err := jsonUnmarshal(log.String, &dd.Log); err != nil {
-		return CheckState{}, fmt.Errorf("device %s in deployment %s: %w", deviceID,
-			dd.DeploymentID, err)
-	}
-	st.Deployment = dd
-	return st, nil
-}
-
 // ListDeviceDeployments implements Store.
 func (s *sqlStore) ListDeviceDeployments(ctx context.Context, f DeviceDeploymentFilter,
 	p Page) ([]DeviceDeployment, string, error) {

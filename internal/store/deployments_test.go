@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -504,5 +505,49 @@ func TestStore_CheckState(t *testing.T) {
 			_, err := s.CheckState(ctx, "nope")
 			assert.ErrorIs(t, err, ErrNotFound)
 		})
+	})
+}
+
+// TestStore_CheckStateConcurrent makes many CheckState calls at once, so
+// that they go in batches: each must get its own device's state.
+func TestStore_CheckStateConcurrent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		d, ids := rollout(t, s, 150, Strategy{})
+		for i, id := range ids[:100] {
+			require.NoError(t, s.RecordCheck(ctx, id, CheckInfo{Version: fmt.Sprint("1.0.", i)}))
+		}
+		_, err := s.RecordReport(ctx, d.ID, ids[7], report("r", poll.ReportSuccess))
+		require.NoError(t, err)
+
+		var wg sync.WaitGroup
+		for round := range 4 {
+			for i := range 200 {
+				wg.Go(func() {
+					id := fmt.Sprintf("missing-%d-%d", round, i)
+					if i < len(ids) {
+						id = ids[i]
+					}
+					st, err := s.CheckState(ctx, id)
+					if i >= len(ids) {
+						assert.ErrorIs(t, err, ErrNotFound, id)
+						return
+					}
+					if !assert.NoError(t, err, id) {
+						return
+					}
+					assert.Equal(t, id, st.Device.ID)
+					if i < 100 {
+						assert.Equal(t, fmt.Sprint("1.0.", i), st.Device.InstalledVersion, id)
+					}
+					if i == 7 {
+						assert.Nil(t, st.Deployment, "finished")
+					} else if assert.NotNil(t, st.Deployment, id) {
+						assert.Equal(t, id, st.Deployment.DeviceID)
+					}
+				})
+			}
+		}
+		wg.Wait()
 	})
 }

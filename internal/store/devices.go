@@ -254,6 +254,10 @@ func (s *sqlStore) RecordCheck(ctx context.Context, id string, c CheckInfo) erro
 	})
 }
 
+// touchChunk is the most devices one TouchDevices statement updates;
+// two parameters each stay far under either database's limit.
+const touchChunk = 500
+
 // TouchDevices implements Store.
 func (s *sqlStore) TouchDevices(ctx context.Context, seen map[string]time.Time) error {
 	if len(seen) == 0 {
@@ -262,10 +266,19 @@ func (s *sqlStore) TouchDevices(ctx context.Context, seen map[string]time.Time) 
 	ids := slices.Sorted(maps.Keys(seen)) // one lock order for every writer
 	return s.update(ctx, fmt.Sprintf("record checks of %d devices", len(ids)),
 		func(tx conn) error {
-			for _, id := range ids {
-				_, err := tx.ExecContext(ctx, `UPDATE devices SET last_check = ?
-					WHERE id = ? AND (last_check IS NULL OR last_check < ?)`,
-					micro(seen[id]), id, micro(seen[id]))
+			for chunk := range slices.Chunk(ids, touchChunk) {
+				// One statement per chunk: a round trip per device costs
+				// a busy fleet more than the update itself.
+				args := make([]any, 0, 2*len(chunk))
+				for _, id := range chunk {
+					args = append(args, id, micro(seen[id]))
+				}
+				_, err := tx.ExecContext(ctx, `UPDATE devices SET last_check = v.column2
+					FROM (VALUES (?, CAST(? AS BIGINT))`+
+					strings.Repeat(", (?, CAST(? AS BIGINT))", len(chunk)-1)+`) AS v
+					WHERE devices.id = v.column1
+						AND (devices.last_check IS NULL OR devices.last_check < v.column2)`,
+					args...)
 				if err != nil {
 					return err
 				}

@@ -351,5 +351,21 @@ func TestStore_TouchDevices(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, t2, db.LastCheck.UTC())
 		require.NoError(t, s.TouchDevices(ctx, nil))
+
+		// More devices than one statement takes.
+		var many []Device
+		seen := map[string]time.Time{}
+		for i := range 2*touchChunk + 3 {
+			d := testDevice(100 + i)
+			many = append(many, d)
+			seen[d.ID] = t1.Add(time.Duration(i) * time.Second)
+		}
+		insertDevices(t, s, many)
+		require.NoError(t, s.TouchDevices(ctx, seen))
+		for _, i := range []int{0, touchChunk - 1, touchChunk, 2 * touchChunk, 2*touchChunk + 2} {
+			d, err := s.Device(ctx, many[i].ID)
+			require.NoError(t, err)
+			assert.Equal(t, seen[d.ID], d.LastCheck.UTC(), d.ID)
+		}
 	})
 }

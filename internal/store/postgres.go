@@ -93,6 +93,10 @@ func OpenPostgres(ctx context.Context, url string, opts ...Option) (*Postgres, e
 	db.SetMaxOpenConns(o.maxConns)
 	db.SetMaxIdleConns(o.maxConns)
 	s := &Postgres{sqlStore{w: db, r: db, d: &postgresDialect, log: o.logger, now: o.now}}
+	// One check query out at a time: the next batch gathers while it
+	// runs, and the server's backends stay free for the writes. More
+	// queries at once measured slower (docs/benchmarks.md).
+	s.checks = &checkBatcher{s: &s.sqlStore, maxQueries: 1, maxBatch: 256}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", name, err)

@@ -106,6 +106,9 @@ type sqlStore struct {
 	// could wait for the connection the transaction holds.
 	rStmts *stmtCache
 
+	// checks batches CheckState reads.
+	checks *checkBatcher
+
 	log *slog.Logger
 	now func() time.Time
 }

@@ -51,6 +51,9 @@ func OpenSQLite(ctx context.Context, path string, opts ...Option) (*SQLite, erro
 	}
 
 	s := &SQLite{sqlStore{d: &sqliteDialect, log: o.logger, now: o.now}}
+	// Check queries run in this process: two per reader connection keep
+	// every reader busy while the next batches gather.
+	s.checks = &checkBatcher{s: &s.sqlStore, maxQueries: 2 * o.readers, maxBatch: 64}
 	var err error
 	s.w, err = sql.Open("sqlite", dsn(path, o.busyTimeout, false))
 	if err != nil {
