@@ -386,9 +386,7 @@ type passwordChange struct {
 }
 
 // changeOwnPassword replaces the calling user's password, given the
-// current one.
-// TODO(#5): end the user's other sessions too; the store has no call
-// for it yet.
+// current one, and ends the user's other sessions.
 func (a *mgmtAPI) changeOwnPassword(w http.ResponseWriter, r *http.Request) {
 	c := callerOf(r)
 	if c.kind != kindUser {
@@ -431,7 +429,11 @@ func (a *mgmtAPI) changeOwnPassword(w http.ResponseWriter, r *http.Request) {
 	}
 	u.PasswordHash = hash
 	ctx := a.audited(r, "user.password", "user:"+c.name, nil)
-	if _, err := a.cfg.Store.UpdateUser(ctx, u); err != nil {
+	var keep []byte
+	if c.session != nil {
+		keep = c.session.IDHash
+	}
+	if _, err := a.cfg.Store.UpdateUser(ctx, u, keep); err != nil {
 		a.storeError(w, r, "user "+c.name, err)
 		return
 	}

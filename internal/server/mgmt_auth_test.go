@@ -452,6 +452,31 @@ func TestManagementAPI_Sessions(t *testing.T) {
 			http.StatusNotFound, "not found")
 	})
 
+	t.Run("a new password ends the user's other sessions", func(t *testing.T) {
+		e := newMgmtEnv(t)
+		old := e.user(t, "alice", store.RoleAdmin)
+		here, there := e.login(t, "alice", old), e.login(t, "alice", old)
+		bob := e.login(t, "bob", e.user(t, "bob", store.RoleViewer))
+		w := e.call(t, "POST", "/me/password", here, map[string]string{"current": old,
+			"new": "a new password"})
+		require.Equal(t, http.StatusNoContent, w.Code, w.Body.String())
+		assert.Equal(t, http.StatusOK, e.call(t, "GET", "/me", here, nil).Code,
+			"the session that changed it stays")
+		requireProblem(t, e.call(t, "GET", "/me", there, nil), http.StatusUnauthorized, "log in")
+		assert.Equal(t, http.StatusOK, e.call(t, "GET", "/me", bob, nil).Code)
+
+		// An admin's reset ends all of them; the admin's own reset keeps
+		// the admin's session.
+		w = e.call(t, "PATCH", "/users/bob", here, map[string]string{"password": "bob's new one"})
+		require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+		requireProblem(t, e.call(t, "GET", "/me", bob, nil), http.StatusUnauthorized, "log in")
+		there = e.login(t, "alice", "a new password")
+		w = e.call(t, "PATCH", "/users/alice", here, map[string]string{"password": "a third one"})
+		require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+		assert.Equal(t, http.StatusOK, e.call(t, "GET", "/me", here, nil).Code)
+		requireProblem(t, e.call(t, "GET", "/me", there, nil), http.StatusUnauthorized, "log in")
+	})
+
 	t.Run("an unknown cookie is refused", func(t *testing.T) {
 		e := newMgmtEnv(t)
 		s := session{cookie: &http.Cookie{Name: server.SessionCookie, Value: "forged"}}

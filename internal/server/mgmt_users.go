@@ -157,7 +157,13 @@ func (a *mgmtAPI) updateUser(w http.ResponseWriter, r *http.Request) {
 		details["password"] = "changed"
 		u.PasswordHash = hash
 	}
-	u, err = a.cfg.Store.UpdateUser(a.audited(r, "user.update", "user:"+name, details), u)
+	// A new password ends the user's sessions, but for the caller's own
+	// session when they reset their own password.
+	var keep []byte
+	if c := callerOf(r); c.session != nil && c.name == name {
+		keep = c.session.IDHash
+	}
+	u, err = a.cfg.Store.UpdateUser(a.audited(r, "user.update", "user:"+name, details), u, keep)
 	if err != nil {
 		a.storeError(w, r, "user "+name, err)
 		return

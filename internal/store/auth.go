@@ -151,7 +151,7 @@ func (s *sqlStore) ListUsers(ctx context.Context) ([]User, error) {
 }
 
 // UpdateUser implements Store.
-func (s *sqlStore) UpdateUser(ctx context.Context, u User) (User, error) {
+func (s *sqlStore) UpdateUser(ctx context.Context, u User, keep []byte) (User, error) {
 	err := s.update(ctx, "update user "+u.Name, func(tx conn) error {
 		if err := u.validate(); err != nil {
 			return err
@@ -164,6 +164,15 @@ func (s *sqlStore) UpdateUser(ctx context.Context, u User) (User, error) {
 		_, err = tx.ExecContext(ctx,
 			`UPDATE users SET role = ?, password_hash = ?, updated = ? WHERE name = ?`,
 			u.Role, u.PasswordHash, micro(u.Updated), u.Name)
+		if err != nil || u.PasswordHash == old.PasswordHash {
+			return err
+		}
+		// Whoever knew the old password is signed out.
+		if keep == nil {
+			keep = []byte{} // compares unequal to every hash, unlike NULL
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM sessions WHERE user_name = ? AND id_hash <> ?`,
+			u.Name, keep)
 		return err
 	})
 	return u, err

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ func TestStore_Users(t *testing.T) {
 		assert.Equal(t, u, got)
 
 		u.Role = RoleViewer
-		updated, err := s.UpdateUser(ctx, u)
+		updated, err := s.UpdateUser(ctx, u, nil)
 		require.NoError(t, err)
 		assert.Equal(t, RoleViewer, updated.Role)
 		assert.True(t, updated.Updated.After(u.Created))
@@ -48,7 +49,7 @@ func TestStore_Users(t *testing.T) {
 				return err
 			}, ErrInvalid},
 			{"updating an unknown user is not found", func() error {
-				_, err := s.UpdateUser(ctx, User{Name: "carol", Role: RoleAdmin, PasswordHash: "h"})
+				_, err := s.UpdateUser(ctx, User{Name: "carol", Role: RoleAdmin, PasswordHash: "h"}, nil)
 				return err
 			}, ErrNotFound},
 			{"a user is deleted", func() error { return s.DeleteUser(ctx, "bob") }, nil},
@@ -139,6 +140,48 @@ func TestStore_Sessions(t *testing.T) {
 		require.NoError(t, s.DeleteSession(ctx, []byte("s1")), "deleting twice succeeds")
 		_, err = s.Session(ctx, []byte("s1"), now)
 		assert.ErrorIs(t, err, ErrNotFound)
+	})
+}
+
+// TestStore_PasswordChangeEndsSessions checks that a new password signs
+// out everyone who signed in with the old one, but the session kept.
+func TestStore_PasswordChangeEndsSessions(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+		for _, name := range []string{"alice", "bob"} {
+			_, err := s.CreateUser(ctx, User{Name: name, Role: RoleAdmin, PasswordHash: "h"})
+			require.NoError(t, err)
+		}
+		for _, id := range []string{"alice-1", "alice-2", "alice-3", "bob-1"} {
+			name, _, _ := strings.Cut(id, "-")
+			_, err := s.CreateSession(ctx, Session{IDHash: []byte(id), UserName: name,
+				CSRF: "c", Expires: now.Add(time.Hour)})
+			require.NoError(t, err)
+		}
+		live := func() []string {
+			var ids []string
+			for _, id := range []string{"alice-1", "alice-2", "alice-3", "bob-1"} {
+				if _, err := s.Session(ctx, []byte(id), now); err == nil {
+					ids = append(ids, id)
+				}
+			}
+			return ids
+		}
+
+		_, err := s.UpdateUser(ctx, User{Name: "alice", Role: RoleOperator, PasswordHash: "h"}, nil)
+		require.NoError(t, err)
+		assert.Equal(t, []string{"alice-1", "alice-2", "alice-3", "bob-1"}, live(),
+			"a new role keeps the sessions")
+
+		_, err = s.UpdateUser(ctx, User{Name: "alice", Role: RoleOperator, PasswordHash: "h2"},
+			[]byte("alice-2"))
+		require.NoError(t, err)
+		assert.Equal(t, []string{"alice-2", "bob-1"}, live(), "only the kept session stays")
+
+		_, err = s.UpdateUser(ctx, User{Name: "alice", Role: RoleOperator, PasswordHash: "h3"}, nil)
+		require.NoError(t, err)
+		assert.Equal(t, []string{"bob-1"}, live(), "no session kept")
 	})
 }
 

@@ -433,6 +433,10 @@ type DeviceDeployment struct {
 	// Log holds the last MaxDeviceLog log lines reported; nil means none.
 	Log []string
 
+	// Finished is when the device reached its final state, set by the
+	// store; zero while it has none. Later reports do not move it.
+	Finished time.Time
+
 	// Created and Updated are set by the store.
 	Created, Updated time.Time
 }
@@ -743,8 +747,10 @@ type Store interface {
 	User(ctx context.Context, name string) (User, error)
 	// ListUsers lists every user, by name.
 	ListUsers(ctx context.Context) ([]User, error)
-	// UpdateUser replaces a user's role and password hash.
-	UpdateUser(ctx context.Context, u User) (User, error)
+	// UpdateUser replaces a user's role and password hash. A new
+	// password hash ends every session of the user but keep, the ID hash
+	// of the session making the change (nil for none).
+	UpdateUser(ctx context.Context, u User, keep []byte) (User, error)
 	// DeleteUser removes a user and their sessions.
 	DeleteUser(ctx context.Context, name string) error
 	// CreateToken stores an API token; ErrExists if its hash is known.
