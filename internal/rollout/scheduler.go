@@ -280,10 +280,7 @@ func (s *Scheduler) phaseOpen(ctx context.Context, d store.Deployment,
 }
 
 // reachedAt returns when a phase reached need successes: the time the
-// store last updated the need-th device to succeed.
-// TODO(#5): the store keeps no time of success, only of a device's last
-// update, which a late duplicate report can move; a kept phase success
-// time would make the soak exact.
+// need-th device to succeed finished.
 func (s *Scheduler) reachedAt(ctx context.Context, deploymentID string, phase,
 	need int) (time.Time, error) {
 	var times []time.Time
@@ -295,7 +292,7 @@ func (s *Scheduler) reachedAt(ctx context.Context, deploymentID string, phase,
 			return time.Time{}, err
 		}
 		for _, dd := range list {
-			times = append(times, dd.Updated)
+			times = append(times, dd.Finished)
 		}
 	}
 	if len(times) < need {

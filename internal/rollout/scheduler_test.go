@@ -250,3 +250,28 @@ func TestScheduler_TickInvalidWindow(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidWindow)
 	assert.Equal(t, []int{0}, e.offered())
 }
+
+// TestScheduler_SoakCountsFromSuccess checks that a late report of a
+// device that already succeeded does not restart its phase's soak.
+func TestScheduler_SoakCountsFromSuccess(t *testing.T) {
+	e := newEnv(t, store.Strategy{Phases: []store.Phase{
+		{Count: 2, Soak: 30 * time.Minute}, {},
+	}}, 4)
+	e.tick()
+	e.finish(0, 2, poll.ReportSuccess)
+	e.tick()
+	require.Equal(t, []int{2, 0}, e.offered())
+
+	e.clock.Advance(20 * time.Minute)
+	recorded, err := e.store.RecordReport(e.ctx, e.dep.ID, "dev-000",
+		poll.Report{ID: "late", State: poll.ReportDownloading})
+	require.NoError(t, err)
+	require.True(t, recorded)
+	dd := e.devices()[0]
+	require.Equal(t, store.TargetState(poll.ReportSuccess), dd.State, "the outcome stays")
+	require.Equal(t, testStart, dd.Finished.UTC())
+
+	e.clock.Advance(10 * time.Minute)
+	e.tick()
+	require.Equal(t, []int{2, 2}, e.offered(), "the soak ended 30 minutes after the successes")
+}

@@ -414,13 +414,14 @@ type targetDeviceJSON struct {
 	Attempts   int               `json:"attempts"`
 	LastReport time.Time         `json:"lastReport,omitzero"`
 	Message    string            `json:"message,omitempty"`
+	Finished   time.Time         `json:"finished,omitzero"`
 	Updated    time.Time         `json:"updated"`
 }
 
 func toTargetDeviceJSON(dd store.DeviceDeployment) targetDeviceJSON {
 	return targetDeviceJSON{DeviceID: dd.DeviceID, Phase: dd.Phase, State: dd.State,
 		Started: dd.Started, Attempts: dd.Attempts, LastReport: dd.LastReport,
-		Message: dd.Message, Updated: dd.Updated}
+		Message: dd.Message, Finished: dd.Finished, Updated: dd.Updated}
 }
 
 // listDeploymentDevices lists the devices of a deployment with their

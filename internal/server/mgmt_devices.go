@@ -166,6 +166,7 @@ type historyJSON struct {
 	Message          string                 `json:"message,omitempty"`
 	Log              []string               `json:"log"`
 	Reports          []reportJSON           `json:"reports"`
+	Finished         time.Time              `json:"finished,omitzero"`
 	Created          time.Time              `json:"created"`
 	Updated          time.Time              `json:"updated"`
 }
@@ -222,7 +223,7 @@ func (a *mgmtAPI) history(ctx context.Context, deviceID string) ([]historyJSON, 
 		h := historyJSON{DeploymentID: dd.DeploymentID, Phase: dd.Phase, State: dd.State,
 			Started: dd.Started, Attempts: dd.Attempts, LastReport: dd.LastReport,
 			Message: dd.Message, Log: orNone(dd.Log), Reports: []reportJSON{},
-			Created: dd.Created, Updated: dd.Updated}
+			Finished: dd.Finished, Created: dd.Created, Updated: dd.Updated}
 		dep, err := a.cfg.Store.Deployment(ctx, dd.DeploymentID)
 		if err != nil {
 			return nil, err

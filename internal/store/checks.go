@@ -116,8 +116,8 @@ func (s *sqlStore) checkStates(ctx context.Context, ids []string) (map[string]Ch
 	// be in several, the newest counts.
 	rows, err := s.reader().QueryContext(ctx, `SELECT d.id, d.status, d.last_check,
 		d.installed_version, d.installed_digest, d.slots, dd.deployment_id, dd.phase,
-		dd.state, dd.started, dd.attempts, dd.last_report, dd.message, dd.log, dd.created,
-		dd.updated
+		dd.state, dd.started, dd.attempts, dd.last_report, dd.message, dd.log, dd.finished,
+		dd.created, dd.updated
 		FROM devices d LEFT JOIN deployment_devices dd ON dd.device_id = d.id
 			AND dd.state NOT IN `+finalStates+`
 			AND EXISTS (SELECT 1 FROM deployments x WHERE x.id = dd.deployment_id
@@ -154,10 +154,11 @@ func scanCheckState(sc scanner) (CheckState, error) {
 		log                  sql.NullString
 		phase, attempts      sql.NullInt64
 		started, last, c, up sql.NullInt64
+		finished             sql.NullInt64
 	)
 	err := sc.Scan(&st.Device.ID, &st.Device.Status, &lastCheck, &st.Device.InstalledVersion,
 		&st.Device.InstalledDigest, &slots, &depID, &phase, &state, &started, &attempts, &last,
-		&msg, &log, &c, &up)
+		&msg, &log, &finished, &c, &up)
 	if err != nil {
 		return CheckState{}, err
 	}
@@ -169,7 +170,7 @@ func scanCheckState(sc scanner) (CheckState, error) {
 	dd := &DeviceDeployment{DeploymentID: depID.String, DeviceID: st.Device.ID,
 		Phase: int(phase.Int64), State: TargetState(state.String), Started: fromMicro(started),
 		Attempts: int(attempts.Int64), LastReport: fromMicro(last), Message: msg.String,
-		Created: fromMicro(c), Updated: fromMicro(up)}
+		Finished: fromMicro(finished), Created: fromMicro(c), Updated: fromMicro(up)}
 	if err := jsonUnmarshal(log.String, &dd.Log); err != nil {
 		return CheckState{}, fmt.Errorf("device %s in deployment %s: %w", st.Device.ID,
 			dd.DeploymentID, err)

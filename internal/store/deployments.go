@@ -178,9 +178,10 @@ func (s *sqlStore) SetDeploymentStatus(ctx context.Context, id string,
 // returns, which are exactly the rows it changed even while devices
 // report concurrently.
 func skipPending(ctx context.Context, tx conn, deploymentID string, now time.Time) error {
-	rows, err := tx.QueryContext(ctx, `UPDATE deployment_devices SET state = ?, updated = ?
+	rows, err := tx.QueryContext(ctx, `UPDATE deployment_devices
+		SET state = ?, updated = ?, finished = ?
 		WHERE deployment_id = ? AND state = ? AND started IS NULL RETURNING phase`,
-		StateSkipped, micro(now), deploymentID, StatePending)
+		StateSkipped, micro(now), micro(now), deploymentID, StatePending)
 	if err != nil {
 		return err
 	}
@@ -373,9 +374,9 @@ func pendingDevices(ctx context.Context, tx conn, deploymentID string,
 	return ids, rows.Err()
 }
 
-// inProgress counts the started devices not in a final state.
-// TODO(#5): this reads every row of the deployment; keep the number of
-// started devices in deployment_counts if it shows up in profiles.
+// inProgress counts the started devices not in a final state. The
+// partial index deployment_devices_in_progress holds exactly these rows,
+// so the count reads no more of them than the deployment runs at once.
 func inProgress(ctx context.Context, q conn, deploymentID string) (int, error) {
 	var n int
 	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_devices
@@ -403,7 +404,7 @@ func (s *sqlStore) RetryDevice(ctx context.Context, deploymentID, deviceID strin
 			return nil
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE deployment_devices
-			SET state = ?, started = NULL, updated = ?
+			SET state = ?, started = NULL, updated = ?, finished = NULL
 			WHERE deployment_id = ? AND device_id = ?`,
 			StatePending, micro(s.stamp()), deploymentID, deviceID)
 		if err != nil {
@@ -416,16 +417,17 @@ func (s *sqlStore) RetryDevice(ctx context.Context, deploymentID, deviceID strin
 }
 
 const deviceDeploymentColumns = `deployment_id, device_id, phase, state, started, attempts,
-	last_report, message, log, created, updated`
+	last_report, message, log, finished, created, updated`
 
 func scanDeviceDeployment(sc scanner) (DeviceDeployment, error) {
 	var (
-		dd                              DeviceDeployment
-		log                             string
-		started, last, created, updated sql.NullInt64
+		dd                      DeviceDeployment
+		log                     string
+		started, last, finished sql.NullInt64
+		created, updated        sql.NullInt64
 	)
 	err := sc.Scan(&dd.DeploymentID, &dd.DeviceID, &dd.Phase, &dd.State, &started,
-		&dd.Attempts, &last, &dd.Message, &log, &created, &updated)
+		&dd.Attempts, &last, &dd.Message, &log, &finished, &created, &updated)
 	if err != nil {
 		return DeviceDeployment{}, err
 	}
@@ -433,7 +435,8 @@ func scanDeviceDeployment(sc scanner) (DeviceDeployment, error) {
 		return DeviceDeployment{}, fmt.Errorf("device %s in deployment %s: %w",
 			dd.DeviceID, dd.DeploymentID, err)
 	}
-	dd.Started, dd.LastReport = fromMicro(started), fromMicro(last)
+	dd.Started, dd.LastReport, dd.Finished = fromMicro(started), fromMicro(last),
+		fromMicro(finished)
 	dd.Created, dd.Updated = fromMicro(created), fromMicro(updated)
 	return dd, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -549,5 +550,85 @@ func TestStore_CheckStateConcurrent(t *testing.T) {
 			}
 		}
 		wg.Wait()
+	})
+}
+
+// TestStore_DeviceFinished follows the time a device reached its outcome:
+// set by the report that finishes it and by skipping, kept through late
+// reports, cleared by a retry.
+func TestStore_DeviceFinished(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		d, ids := rollout(t, s, 3, Strategy{Retries: 1})
+		get := func(id string) DeviceDeployment {
+			t.Helper()
+			dd, err := s.DeviceDeployment(ctx, d.ID, id)
+			require.NoError(t, err)
+			return dd
+		}
+		started, err := s.StartDevices(ctx, d.ID, 0, 2)
+		require.NoError(t, err)
+		require.Equal(t, ids[:2], started)
+
+		_, err = s.RecordReport(ctx, d.ID, ids[0], report("dl", poll.ReportDownloading))
+		require.NoError(t, err)
+		assert.True(t, get(ids[0]).Finished.IsZero(), "not final yet")
+		_, err = s.RecordReport(ctx, d.ID, ids[0], report("ok", poll.ReportSuccess))
+		require.NoError(t, err)
+		done := get(ids[0])
+		require.False(t, done.Finished.IsZero())
+		assert.Equal(t, done.Updated, done.Finished)
+
+		_, err = s.RecordReport(ctx, d.ID, ids[0], report("late", poll.ReportInstalling))
+		require.NoError(t, err)
+		late := get(ids[0])
+		assert.True(t, late.Updated.After(done.Updated), "the late report is recorded")
+		assert.Equal(t, done.Finished, late.Finished, "but does not move the outcome's time")
+
+		_, err = s.RecordReport(ctx, d.ID, ids[1], report("bad", poll.ReportFailure))
+		require.NoError(t, err)
+		assert.False(t, get(ids[1]).Finished.IsZero())
+		retried, err := s.RetryDevice(ctx, d.ID, ids[1])
+		require.NoError(t, err)
+		require.True(t, retried)
+		assert.True(t, get(ids[1]).Finished.IsZero(), "a retry has no outcome yet")
+
+		_, err = s.SetDeploymentStatus(ctx, d.ID, DeploymentAborted)
+		require.NoError(t, err)
+		skipped := get(ids[2])
+		assert.Equal(t, StateSkipped, skipped.State)
+		assert.False(t, skipped.Finished.IsZero())
+	})
+}
+
+// TestStore_InProgressUsesItsIndex checks that counting a deployment's
+// devices in progress reads the partial index of exactly those rows, whose
+// condition must match the query's for the planner to use it.
+func TestStore_InProgressUsesItsIndex(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		explain := "EXPLAIN QUERY PLAN "
+		if s.d == &postgresDialect {
+			explain = "EXPLAIN "
+		}
+		c := conn{q: s.r, d: s.d}
+		rows, err := c.QueryContext(context.Background(), explain+`SELECT COUNT(*)
+			FROM deployment_devices WHERE deployment_id = ? AND started IS NOT NULL
+			AND state NOT IN `+finalStates, "d")
+		require.NoError(t, err)
+		defer rows.Close()
+		cols, err := rows.Columns()
+		require.NoError(t, err)
+		var plan strings.Builder
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			require.NoError(t, rows.Scan(ptrs...))
+			fmt.Fprintln(&plan, vals...)
+		}
+		require.NoError(t, rows.Err())
+		assert.Contains(t, plan.String(), "deployment_devices_in_progress")
 	})
 }

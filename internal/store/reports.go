@@ -68,10 +68,14 @@ func (s *sqlStore) advance(ctx context.Context, tx conn, dd DeviceDeployment, r 
 	if started.IsZero() {
 		started = now
 	}
+	finished := dd.Finished
+	if state.Final() && !dd.State.Final() {
+		finished = now
+	}
 	_, err := tx.ExecContext(ctx, `UPDATE deployment_devices SET state = ?, started = ?,
-		last_report = ?, message = ?, log = ?, updated = ?
+		last_report = ?, message = ?, log = ?, finished = ?, updated = ?
 		WHERE deployment_id = ? AND device_id = ?`,
-		state, micro(started), micro(at), r.Message, toJSON(log), micro(now),
+		state, micro(started), micro(at), r.Message, toJSON(log), micro(finished), micro(now),
 		dd.DeploymentID, dd.DeviceID)
 	if err != nil {
 		return err
