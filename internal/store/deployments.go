@@ -394,6 +394,12 @@ func (s *sqlStore) RetryDevice(ctx context.Context, deploymentID, deviceID strin
 		if err != nil {
 			return err
 		}
+		// The device's row first, as AddDeploymentDevices takes it: a
+		// device that failed here may since have joined another
+		// deployment, and then it is not taken back.
+		if err := lockRows(ctx, tx, `SELECT id FROM devices WHERE id = ?`, deviceID); err != nil {
+			return err
+		}
 		dd, err := deviceDeployment(ctx, tx, deploymentID, deviceID, true)
 		if err != nil {
 			return err
@@ -402,6 +408,12 @@ func (s *sqlStore) RetryDevice(ctx context.Context, deploymentID, deviceID strin
 			dd.State == TargetState(poll.ReportRolledBack)
 		if !failed || d.Status != DeploymentActive || dd.Attempts > d.Strategy.Retries {
 			return nil
+		}
+		switch err := checkNotBusy(ctx, tx, deploymentID, deviceID); {
+		case errors.Is(err, ErrDeviceBusy):
+			return nil
+		case err != nil:
+			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE deployment_devices
 			SET state = ?, started = NULL, updated = ?, finished = NULL

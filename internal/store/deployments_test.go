@@ -373,6 +373,37 @@ func TestStore_RetryDevice(t *testing.T) {
 		assert.Equal(t, 2, dd.Attempts)
 		assert.Equal(t, TargetState("failure"), dd.State)
 	})
+
+	t.Run("a device that joined another deployment stays there", func(t *testing.T) {
+		forEachBackend(t, func(t *testing.T, s *sqlStore) {
+			ctx := context.Background()
+			d, ids := rollout(t, s, 1, Strategy{Retries: 3})
+			dev := ids[0]
+			_, err := s.StartDevices(ctx, d.ID, 0, 1)
+			require.NoError(t, err)
+			_, err = s.RecordReport(ctx, d.ID, dev, report("f", poll.ReportFailure))
+			require.NoError(t, err)
+
+			other, err := s.CreateDeployment(ctx, Deployment{ReleaseID: d.ReleaseID,
+				Target: Target{Group: "g"}})
+			require.NoError(t, err)
+			require.NoError(t, s.AddDeploymentDevices(ctx, other.ID, 0, []string{dev}))
+			retried, err := s.RetryDevice(ctx, d.ID, dev)
+			require.NoError(t, err)
+			assert.False(t, retried)
+			dd, err := s.DeviceDeployment(ctx, d.ID, dev)
+			require.NoError(t, err)
+			assert.Equal(t, TargetState("failure"), dd.State)
+
+			// Once the other deployment is over, the retry goes ahead.
+			_, err = s.SetDeploymentStatus(ctx, other.ID, DeploymentAborted)
+			require.NoError(t, err)
+			retried, err = s.RetryDevice(ctx, d.ID, dev)
+			require.NoError(t, err)
+			assert.True(t, retried)
+			checkCounts(t, s, d.ID)
+		})
+	})
 }
 
 func TestStore_AddDeploymentDevices(t *testing.T) {

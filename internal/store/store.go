@@ -698,7 +698,8 @@ type Store interface {
 	StartDevices(ctx context.Context, deploymentID string, phase, n int) ([]string, error)
 	// RetryDevice returns a device in a failed or rolled-back state to
 	// pending and not started, if its attempts are within the strategy's
-	// retries; it reports whether it did.
+	// retries and it has not joined another active or paused deployment
+	// since; it reports whether it did.
 	RetryDevice(ctx context.Context, deploymentID, deviceID string) (bool, error)
 	// DeviceDeployment returns one device's state in one deployment.
 	DeviceDeployment(ctx context.Context, deploymentID, deviceID string) (DeviceDeployment, error)
