@@ -102,8 +102,8 @@ type mgmtAPI struct {
 	mux    *http.ServeMux
 	logins *limiter // failed logins, by user name
 
-	// usersMu serialises the changes of users with the check that an
-	// admin remains.
+	// usersMu serialises the read and write of a user that a change
+	// makes in this process. The store itself keeps an admin.
 	usersMu sync.Mutex
 }
 
@@ -270,6 +270,9 @@ func (a *mgmtAPI) storeError(w http.ResponseWriter, r *http.Request, what string
 		writeProblem(w, http.StatusConflict, fmt.Sprintf("%s: %v", what, err))
 	case errors.Is(err, store.ErrInUse):
 		writeProblem(w, http.StatusConflict, what+" is in use")
+	case errors.Is(err, store.ErrLastAdmin):
+		writeProblem(w, http.StatusConflict, fmt.Sprintf(
+			"%s is the last admin; make another user admin first", what))
 	case errors.Is(err, store.ErrDeviceBusy):
 		writeProblem(w, http.StatusConflict, fmt.Sprintf("%s: %v", what, err))
 	case errors.Is(err, store.ErrInvalid):

@@ -147,9 +147,6 @@ func (a *mgmtAPI) updateUser(w http.ResponseWriter, r *http.Request) {
 	}
 	details := map[string]any{}
 	if req.Role != nil && *req.Role != u.Role {
-		if !a.keepsAdmin(w, r, u) {
-			return
-		}
 		details["role"] = *req.Role
 		u.Role = *req.Role
 	}
@@ -178,43 +175,12 @@ func (a *mgmtAPI) deleteUser(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	a.usersMu.Lock()
-	defer a.usersMu.Unlock()
-	u, err := a.cfg.Store.User(r.Context(), name)
-	if err != nil {
-		a.storeError(w, r, "user "+name, err)
-		return
-	}
-	if !a.keepsAdmin(w, r, u) {
-		return
-	}
 	if err := a.cfg.Store.DeleteUser(a.audited(r, "user.delete", "user:"+name, nil),
 		name); err != nil {
 		a.storeError(w, r, "user "+name, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// keepsAdmin reports whether another admin remains when u stops being
-// one, or answers 409 and returns false. The caller holds usersMu.
-func (a *mgmtAPI) keepsAdmin(w http.ResponseWriter, r *http.Request, u store.User) bool {
-	if u.Role != store.RoleAdmin {
-		return true
-	}
-	users, err := a.cfg.Store.ListUsers(r.Context())
-	if err != nil {
-		a.fail(w, r, err)
-		return false
-	}
-	for _, o := range users {
-		if o.Role == store.RoleAdmin && o.Name != u.Name {
-			return true
-		}
-	}
-	writeProblem(w, http.StatusConflict, fmt.Sprintf(
-		"user %s is the last admin; make another user admin first", u.Name))
-	return false
 }
 
 type tokenJSON struct {

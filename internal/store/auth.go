@@ -156,6 +156,9 @@ func (s *sqlStore) UpdateUser(ctx context.Context, u User, keep []byte) (User, e
 		if err := u.validate(); err != nil {
 			return err
 		}
+		if err := lockAdmins(ctx, tx); err != nil {
+			return err
+		}
 		old, err := userByName(ctx, tx, u.Name)
 		if err != nil {
 			return err
@@ -164,6 +167,9 @@ func (s *sqlStore) UpdateUser(ctx context.Context, u User, keep []byte) (User, e
 		_, err = tx.ExecContext(ctx,
 			`UPDATE users SET role = ?, password_hash = ?, updated = ? WHERE name = ?`,
 			u.Role, u.PasswordHash, micro(u.Updated), u.Name)
+		if err == nil && old.Role == RoleAdmin && u.Role != RoleAdmin {
+			err = checkAdminLeft(ctx, tx, u.Name)
+		}
 		if err != nil || u.PasswordHash == old.PasswordHash {
 			return err
 		}
@@ -181,8 +187,41 @@ func (s *sqlStore) UpdateUser(ctx context.Context, u User, keep []byte) (User, e
 // DeleteUser implements Store.
 func (s *sqlStore) DeleteUser(ctx context.Context, name string) error {
 	return s.update(ctx, "delete user "+name, func(tx conn) error {
-		return mustAffect(tx.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name))
+		if err := lockAdmins(ctx, tx); err != nil {
+			return err
+		}
+		old, err := userByName(ctx, tx, name)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name); err != nil {
+			return err
+		}
+		if old.Role != RoleAdmin {
+			return nil
+		}
+		return checkAdminLeft(ctx, tx, name)
 	})
+}
+
+// lockAdmins locks the rows of the admins, so that changes of users that
+// could remove the last admin run one after the other even on server
+// replicas sharing a PostgreSQL database, and each sees the admins the
+// one before left.
+func lockAdmins(ctx context.Context, tx conn) error {
+	return lockRows(ctx, tx, `SELECT name FROM users WHERE role = ? ORDER BY name`, RoleAdmin)
+}
+
+// checkAdminLeft returns ErrLastAdmin if no admin is left after a change
+// of user name.
+func checkAdminLeft(ctx context.Context, tx conn, name string) error {
+	var n int
+	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM users WHERE role = ?`, RoleAdmin).
+		Scan(&n)
+	if err == nil && n == 0 {
+		err = fmt.Errorf("user %s: %w", name, ErrLastAdmin)
+	}
+	return err
 }
 
 const tokenColumns = `id, name, role, hash, expires, created`

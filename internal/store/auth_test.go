@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,7 +16,7 @@ func TestStore_Users(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, s *sqlStore) {
 		ctx := context.Background()
 
-		u, err := s.CreateUser(ctx, User{Name: "alice", Role: RoleAdmin,
+		u, err := s.CreateUser(ctx, User{Name: "alice", Role: RoleOperator,
 			PasswordHash: "$argon2id$x"})
 		require.NoError(t, err)
 		got, err := s.User(ctx, "alice")
@@ -267,5 +268,53 @@ func TestStore_Secret(t *testing.T) {
 		require.ErrorIs(t, err, ErrInvalid)
 		_, err = s.Secret(ctx, "empty", nil)
 		require.ErrorIs(t, err, ErrInvalid)
+	})
+}
+
+// TestStore_LastAdmin checks that no change leaves the server without an
+// admin, even two changes at once, as from two replicas.
+func TestStore_LastAdmin(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		for _, name := range []string{"alice", "bob"} {
+			_, err := s.CreateUser(ctx, User{Name: name, Role: RoleAdmin, PasswordHash: "h"})
+			require.NoError(t, err)
+		}
+		_, err := s.CreateUser(ctx, User{Name: "carol", Role: RoleViewer, PasswordHash: "h"})
+		require.NoError(t, err)
+
+		for round := range 5 {
+			// Two admins demoted at once: one change goes through.
+			var wg sync.WaitGroup
+			errs := make([]error, 2)
+			for i, name := range []string{"alice", "bob"} {
+				wg.Go(func() {
+					_, errs[i] = s.UpdateUser(ctx, User{Name: name, Role: RoleOperator,
+						PasswordHash: "h"}, nil)
+				})
+			}
+			wg.Wait()
+			failed := 0
+			for _, err := range errs {
+				if err != nil {
+					assert.ErrorIs(t, err, ErrLastAdmin)
+					failed++
+				}
+			}
+			require.Equal(t, 1, failed, "round %d: %v", round, errs)
+			for _, name := range []string{"alice", "bob"} {
+				_, err := s.UpdateUser(ctx, User{Name: name, Role: RoleAdmin, PasswordHash: "h"},
+					nil)
+				require.NoError(t, err)
+			}
+		}
+
+		require.NoError(t, s.DeleteUser(ctx, "bob"))
+		assert.ErrorIs(t, s.DeleteUser(ctx, "alice"), ErrLastAdmin)
+		_, err = s.UpdateUser(ctx, User{Name: "alice", Role: RoleViewer, PasswordHash: "h"}, nil)
+		assert.ErrorIs(t, err, ErrLastAdmin)
+		require.NoError(t, s.DeleteUser(ctx, "carol"), "a viewer goes")
+		_, err = s.User(ctx, "alice")
+		require.NoError(t, err, "the refused deletion changed nothing")
 	})
 }

@@ -34,6 +34,10 @@ var (
 	// it takes part, unfinished, in another active or paused deployment.
 	ErrDeviceBusy = errors.New("store: device in another deployment")
 
+	// ErrLastAdmin is returned when updating or deleting a user would
+	// leave no user with the admin role.
+	ErrLastAdmin = errors.New("store: the last admin")
+
 	// ErrSchemaTooNew is returned by OpenSQLite and OpenPostgres when the
 	// database was migrated by a newer version of this package than the
 	// running one.
@@ -748,11 +752,13 @@ type Store interface {
 	User(ctx context.Context, name string) (User, error)
 	// ListUsers lists every user, by name.
 	ListUsers(ctx context.Context) ([]User, error)
-	// UpdateUser replaces a user's role and password hash. A new
-	// password hash ends every session of the user but keep, the ID hash
-	// of the session making the change (nil for none).
+	// UpdateUser replaces a user's role and password hash; it refuses
+	// with ErrLastAdmin to demote the last admin. A new password hash
+	// ends every session of the user but keep, the ID hash of the
+	// session making the change (nil for none).
 	UpdateUser(ctx context.Context, u User, keep []byte) (User, error)
-	// DeleteUser removes a user and their sessions.
+	// DeleteUser removes a user and their sessions; it refuses with
+	// ErrLastAdmin to remove the last admin.
 	DeleteUser(ctx context.Context, name string) error
 	// CreateToken stores an API token; ErrExists if its hash is known.
 	CreateToken(ctx context.Context, t APIToken) (APIToken, error)
