@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"fmt"
 	"time"
@@ -359,4 +360,39 @@ func (s *sqlStore) DeleteExpiredSessions(ctx context.Context, now time.Time) (in
 		return err
 	})
 	return int(n), err
+}
+
+// nonceSweep is the least time between two removals of expired nonces.
+const nonceSweep = time.Minute
+
+// UseNonce implements Store. The nonce is kept as its SHA-256: any
+// string fits in the same few bytes. A nonce still listed but expired
+// counts as unused, so the sweep may lag behind without refusing
+// anything.
+func (s *sqlStore) UseNonce(ctx context.Context, nonce string, expires,
+	now time.Time) (bool, error) {
+	fresh := false
+	err := s.update(ctx, "use nonce", func(tx conn) error {
+		if last := s.noncesSwept.Load(); now.UnixMicro()-last >= nonceSweep.Microseconds() &&
+			s.noncesSwept.CompareAndSwap(last, now.UnixMicro()) {
+			_, err := tx.ExecContext(ctx, `DELETE FROM used_nonces WHERE expires <= ?`,
+				now.UnixMicro())
+			if err != nil {
+				return err
+			}
+		}
+		sum := sha256.Sum256([]byte(nonce))
+		res, err := tx.ExecContext(ctx, `INSERT INTO used_nonces (nonce_hash, expires)
+			VALUES (?, ?)
+			ON CONFLICT (nonce_hash) DO UPDATE SET expires = excluded.expires
+			WHERE used_nonces.expires <= ?`,
+			sum[:], expires.UnixMicro(), now.UnixMicro())
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		fresh = n == 1
+		return err
+	})
+	return fresh, err
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -316,5 +317,44 @@ func TestStore_LastAdmin(t *testing.T) {
 		require.NoError(t, s.DeleteUser(ctx, "carol"), "a viewer goes")
 		_, err = s.User(ctx, "alice")
 		require.NoError(t, err, "the refused deletion changed nothing")
+	})
+}
+
+func TestStore_UseNonce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *sqlStore) {
+		ctx := context.Background()
+		now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+		use := func(nonce string, at time.Time) bool {
+			t.Helper()
+			fresh, err := s.UseNonce(ctx, nonce, at.Add(10*time.Minute), at)
+			require.NoError(t, err)
+			return fresh
+		}
+		assert.True(t, use("key-a\x00n1", now))
+		assert.False(t, use("key-a\x00n1", now.Add(time.Second)), "a replay is refused")
+		assert.True(t, use("key-b\x00n1", now), "nonces are per key")
+		assert.False(t, use("key-a\x00n1", now.Add(10*time.Minute-time.Microsecond)))
+		assert.True(t, use("key-a\x00n1", now.Add(10*time.Minute)), "expired, it may come again")
+
+		// Many replicas at once: one of them takes the nonce.
+		var wg sync.WaitGroup
+		var fresh atomic.Int32
+		for range 16 {
+			wg.Go(func() {
+				ok, err := s.UseNonce(ctx, "key-c\x00n1", now.Add(time.Hour), now)
+				assert.NoError(t, err)
+				if ok {
+					fresh.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		assert.Equal(t, int32(1), fresh.Load())
+
+		// Expired nonces are swept on a later use.
+		assert.True(t, use("key-d\x00n1", now.Add(2*time.Hour)))
+		var n int
+		require.NoError(t, s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM used_nonces`).Scan(&n))
+		assert.Equal(t, 1, n)
 	})
 }

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -108,6 +109,10 @@ type sqlStore struct {
 
 	// checks batches CheckState reads.
 	checks *checkBatcher
+
+	// noncesSwept is when UseNonce last removed expired nonces, in Unix
+	// microseconds.
+	noncesSwept atomic.Int64
 
 	log *slog.Logger
 	now func() time.Time

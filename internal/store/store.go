@@ -780,6 +780,11 @@ type Store interface {
 	// how many.
 	DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error)
 
+	// UseNonce records that nonce, which names the key that used it, is
+	// used until expires, and reports whether it was unused at now: true
+	// for one caller only, on any replica sharing the store.
+	UseNonce(ctx context.Context, nonce string, expires, now time.Time) (bool, error)
+
 	// Secrets.
 
 	// Secret returns the secret called name, storing value as it if
