@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +32,8 @@ type config struct {
 	maxUpload       int64
 	shutdownTimeout time.Duration
 	secureCookies   bool
+	trustedProxies  string
+	proxies         []netip.Prefix // parsed from trustedProxies by check
 	noPortal        bool
 	logFormat       string
 	logLevel        string
@@ -69,6 +72,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 		"how long to let requests finish on SIGTERM")
 	fs.BoolVar(&c.secureCookies, "secure-cookies", false,
 		"mark session cookies Secure behind a TLS-terminating proxy")
+	fs.StringVar(&c.trustedProxies, "trusted-proxies", "",
+		"comma-separated `prefixes` (CIDRs or IPs) of proxies whose X-Forwarded-For is believed")
 	fs.BoolVar(&c.noPortal, "no-portal", false,
 		"do not serve the web portal at / (the APIs stay)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -81,7 +86,8 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) err
 	return cli.ParseFlags(fs, args, getenv)
 }
 
-// check validates c and fills in the defaults that depend on other fields.
+// check validates c, parses --trusted-proxies and fills in the defaults
+// that depend on other fields.
 func (c *config) check() error {
 	switch {
 	case c.data == "":
@@ -103,10 +109,49 @@ func (c *config) check() error {
 	case c.logFormat != "text" && c.logFormat != "json":
 		return fmt.Errorf("%w: --log-format %q: want text or json", errUsage, c.logFormat)
 	}
+	proxies, err := parsePrefixes(c.trustedProxies)
+	if err != nil {
+		return fmt.Errorf("%w: --trusted-proxies: %w", errUsage, err)
+	}
+	c.proxies = proxies
 	if c.database == "" {
 		c.database = filepath.Join(c.data, "rota.db")
 	}
 	return nil
+}
+
+// parsePrefixes parses a comma-separated list of CIDR prefixes and IP
+// addresses, skipping empty entries.
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var prefixes []netip.Prefix
+	for s := range strings.SplitSeq(list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		p, ok := parsePrefix(s)
+		if !ok {
+			return nil, fmt.Errorf("%.100q is not an IP address or CIDR prefix", s)
+		}
+		prefixes = append(prefixes, p)
+	}
+	return prefixes, nil
+}
+
+// parsePrefix parses a CIDR prefix, or an IP address as the prefix of
+// its full length. A zone is refused: the server drops the zones of the
+// addresses it compares, so one here would promise a distinction that
+// is not made.
+func parsePrefix(s string) (netip.Prefix, bool) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err == nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a, a.BitLen()), true
 }
 
 // postgres reports whether the database is a PostgreSQL URL.

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -70,11 +71,45 @@ func TestConfigErrors(t *testing.T) {
 		{"bad log format", []string{"--log-format", "xml"}, nil, "want text or json"},
 		{"empty data", []string{"--data", ""}, nil, "--data is empty"},
 		{"no upload", []string{"--max-upload", "0"}, nil, "--max-upload must be positive"},
+		{"a host name as trusted proxy", []string{"--trusted-proxies", "10.0.0.0/8,lb.example"},
+			nil, `--trusted-proxies: "lb.example" is not an IP address or CIDR prefix`},
+		{"a prefix too long", []string{"--trusted-proxies", "10.0.0.0/33"}, nil,
+			`"10.0.0.0/33" is not an IP address or CIDR prefix`},
+		{"a trusted proxy with a zone", nil,
+			map[string]string{"ROTA_TRUSTED_PROXIES": "fe80::1%eth0"},
+			`"fe80::1%eth0" is not an IP address or CIDR prefix`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseConfig(t, tc.args, tc.env)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestConfigTrustedProxies(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []netip.Prefix
+	}{
+		{"none by default", nil, nil, nil},
+		{"prefixes and addresses", []string{"--trusted-proxies",
+			"10.0.0.0/8, 192.0.2.7,,2001:db8::/32 , 2001:db8::1"}, nil,
+			[]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"),
+				netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32"),
+				netip.MustParsePrefix("2001:db8::1/128")}},
+		{"a prefix is masked to its length", []string{"--trusted-proxies", "10.1.2.3/8"},
+			nil, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		{"from the environment", nil, map[string]string{"ROTA_TRUSTED_PROXIES": "172.16.0.0/12"},
+			[]netip.Prefix{netip.MustParsePrefix("172.16.0.0/12")}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(t, tt.args, tt.env)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, c.proxies)
 		})
 	}
 }

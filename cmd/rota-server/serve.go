@@ -140,6 +140,7 @@ func open(ctx context.Context, c *config, log *slog.Logger) (*instance, error) {
 		TokenLifetime:   c.tokenLifetime,
 		PollInterval:    c.pollInterval,
 		RateLimit:       c.rateLimit,
+		TrustedProxies:  c.proxies,
 		Logger:          log,
 	})
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/rotaupdate/rota/internal/bundlestore"
@@ -34,6 +36,15 @@ const (
 	// before DefaultRateLimit applies; an update's reports and its
 	// download come in such a burst.
 	DefaultRateBurst = 30
+
+	// DefaultAuthFailureRate is how many failed auth requests per second
+	// a client address regains: a device whose clock is off, failing at
+	// every poll, stays far below it.
+	DefaultAuthFailureRate = 1.0
+
+	// DefaultAuthFailureBurst is how many failed auth requests a client
+	// address may make at once before DefaultAuthFailureRate applies.
+	DefaultAuthFailureBurst = 20
 
 	// MaxRequestSize is the largest request body the device API reads;
 	// the largest valid request, an inventory of MaxAttributes long
@@ -77,13 +88,40 @@ type DeviceAPIConfig struct {
 
 	// RateLimit is how many requests per second each device may make on
 	// average, beyond which it gets 429 with Retry-After; zero means
-	// DefaultRateLimit, negative means no limit. Auth requests are
-	// counted by device key, apart from the requests made with a token.
+	// DefaultRateLimit, negative means no limit, on failed auth requests
+	// too. Auth requests are counted by device key, apart from the
+	// requests made with a token.
 	RateLimit float64
 
 	// RateBurst is how many requests a device may make at once; zero
 	// means DefaultRateBurst.
 	RateBurst int
+
+	// AuthFailureRate is how many failed auth requests per second each
+	// client address regains; zero means DefaultAuthFailureRate, and a
+	// negative value, or a negative RateLimit, means no limit. A failed
+	// request is one that is malformed, badly signed, replayed or from a
+	// rejected device. An IPv6 client is counted by its /64, all of which
+	// one host may own. Once an address has spent its failures, every
+	// auth request from it gets 429 with Retry-After before its signature
+	// is checked, a valid one too: checking signatures is the work this
+	// limit spares the server. Successful requests spend nothing, so that
+	// a fleet behind one NAT may enroll at once.
+	AuthFailureRate float64
+
+	// AuthFailureBurst is how many failed auth requests a client address
+	// may make at once; zero means DefaultAuthFailureBurst.
+	AuthFailureBurst int
+
+	// TrustedProxies lists the proxies in front of the server whose
+	// X-Forwarded-For header is believed. A request from one of them is
+	// counted against the address the proxies name: X-Forwarded-For is
+	// read from the right, passing over addresses in these prefixes, and
+	// its first address outside them is the client. Nil means no proxy
+	// is trusted: the client is the peer of the connection, and
+	// X-Forwarded-For is ignored. Trust only proxies that append to
+	// X-Forwarded-For, since a client can write anything there itself.
+	TrustedProxies []netip.Prefix
 
 	// TokenKey signs device tokens; every replica of a server must use
 	// the same key, of at least 32 bytes. Nil means a random key, so
@@ -104,6 +142,7 @@ type deviceAPI struct {
 	log      *slog.Logger
 	sessions *sessions
 	limit    *limiter // nil means no limit
+	failures *limiter // failed auth requests by client address; nil means no limit
 	seen     *seenBatch
 }
 
@@ -117,9 +156,14 @@ func NewDeviceAPI(cfg DeviceAPIConfig) (http.Handler, error) {
 		return nil, fmt.Errorf("new device api: no store: %w", ErrConfig)
 	case cfg.Bundles == nil:
 		return nil, fmt.Errorf("new device api: no bundle source: %w", ErrConfig)
-	case cfg.TokenLifetime < 0 || cfg.PollInterval < 0 || cfg.RateBurst < 0:
+	case cfg.TokenLifetime < 0 || cfg.PollInterval < 0 || cfg.RateBurst < 0 ||
+		cfg.AuthFailureBurst < 0:
 		return nil, fmt.Errorf("new device api: negative lifetime, interval or burst: %w",
 			ErrConfig)
+	case slices.ContainsFunc(cfg.TrustedProxies, func(p netip.Prefix) bool {
+		return !p.IsValid()
+	}):
+		return nil, fmt.Errorf("new device api: invalid trusted proxy prefix: %w", ErrConfig)
 	case cfg.TokenKey != nil && len(cfg.TokenKey) < tokenKeySize:
 		return nil, fmt.Errorf("new device api: token key under %d bytes: %w",
 			tokenKeySize, ErrConfig)
@@ -131,6 +175,9 @@ func NewDeviceAPI(cfg DeviceAPIConfig) (http.Handler, error) {
 	cfg.PollInterval = cmp.Or(cfg.PollInterval, DefaultPollInterval)
 	cfg.RateLimit = cmp.Or(cfg.RateLimit, DefaultRateLimit)
 	cfg.RateBurst = cmp.Or(cfg.RateBurst, DefaultRateBurst)
+	cfg.AuthFailureRate = cmp.Or(cfg.AuthFailureRate, DefaultAuthFailureRate)
+	cfg.AuthFailureBurst = cmp.Or(cfg.AuthFailureBurst, DefaultAuthFailureBurst)
+	cfg.TrustedProxies = normalPrefixes(cfg.TrustedProxies)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -145,6 +192,9 @@ func NewDeviceAPI(cfg DeviceAPIConfig) (http.Handler, error) {
 	}
 	if cfg.RateLimit > 0 {
 		a.limit = newLimiter(cfg.RateLimit, cfg.RateBurst)
+	}
+	if cfg.RateLimit > 0 && cfg.AuthFailureRate > 0 {
+		a.failures = newLimiter(cfg.AuthFailureRate, cfg.AuthFailureBurst)
 	}
 	return a.routes(), nil
 }
@@ -180,14 +230,39 @@ func (a *deviceAPI) rateLimited(w http.ResponseWriter, key string) bool {
 		return false
 	}
 	ok, wait := a.limit.allow(key, a.cfg.Now())
-	if ok {
+	if !ok {
+		tooManyRequests(w, wait)
+	}
+	return !ok
+}
+
+// blocked answers 429 and returns true if client, a key of clientKey,
+// has spent its failed auth requests. It spends nothing itself: only
+// failed requests do, through failed.
+func (a *deviceAPI) blocked(w http.ResponseWriter, client string) bool {
+	if a.failures == nil {
 		return false
 	}
+	ok, wait := a.failures.ready(client, a.cfg.Now())
+	if !ok {
+		tooManyRequests(w, wait)
+	}
+	return !ok
+}
+
+// failed spends one failed auth request of client, a key of clientKey.
+func (a *deviceAPI) failed(client string) {
+	if a.failures != nil {
+		a.failures.allow(client, a.cfg.Now())
+	}
+}
+
+// tooManyRequests answers 429, telling to retry after wait.
+func tooManyRequests(w http.ResponseWriter, wait time.Duration) {
 	secs := max(int((wait+time.Second-1)/time.Second), 1)
 	w.Header().Set("Retry-After", fmt.Sprint(secs))
 	writeProblem(w, http.StatusTooManyRequests,
 		fmt.Sprintf("too many requests; retry in %d s", secs))
-	return true
 }
 
 // fail answers 500 for an error that is the server's, not the device's.

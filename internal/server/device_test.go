@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -33,6 +35,10 @@ func TestNewDeviceAPI_RefusesIncompleteConfig(t *testing.T) {
 			Bundles: &dirStore{}, TokenLifetime: -time.Second}},
 		{"an oversized enrollment token", server.DeviceAPIConfig{Store: st,
 			Bundles: &dirStore{}, EnrollmentToken: strings.Repeat("x", 300)}},
+		{"a negative failure burst", server.DeviceAPIConfig{Store: st,
+			Bundles: &dirStore{}, AuthFailureBurst: -1}},
+		{"an invalid trusted proxy", server.DeviceAPIConfig{Store: st,
+			Bundles: &dirStore{}, TrustedProxies: []netip.Prefix{{}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,6 +81,14 @@ func TestDeviceAPI_Auth(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, http.StatusAccepted, e.do(t, "POST", "/auth", "", req).Code)
 			return e.do(t, "POST", "/auth", "", req)
+		}, http.StatusBadRequest, "", "nonce already used"},
+		{"a request replayed to another replica is refused", func(t *testing.T, e *env,
+			key ed25519.PrivateKey) *httptest.ResponseRecorder {
+			req, err := poll.SignAuth(key, e.authPayload(t, key))
+			require.NoError(t, err)
+			require.Equal(t, http.StatusAccepted, e.do(t, "POST", "/auth", "", req).Code)
+			other := newEnvWith(t, e.st, server.DeviceAPIConfig{TokenKey: e.tokenKey})
+			return other.do(t, "POST", "/auth", "", req)
 		}, http.StatusBadRequest, "", "nonce already used"},
 		{"a timestamp beyond the clock skew is refused", func(t *testing.T, e *env,
 			key ed25519.PrivateKey) *httptest.ResponseRecorder {
@@ -613,6 +627,227 @@ func TestDeviceAPI_RateLimit(t *testing.T) {
 				"a request is regained after Retry-After")
 		})
 	}
+}
+
+func TestDeviceAPI_AuthFailuresLimitedByAddress(t *testing.T) {
+	from := origin{remote: "192.0.2.1:1234"}
+	tests := []struct {
+		name string
+		// fail makes one failed auth request from the address from.
+		fail     func(t *testing.T, e *env) *httptest.ResponseRecorder
+		wantCode int
+	}{
+		{"malformed JSON", func(t *testing.T, e *env) *httptest.ResponseRecorder {
+			return e.authFrom(t, from, `{"payload": `)
+		}, http.StatusBadRequest},
+		{"an oversized body", func(t *testing.T, e *env) *httptest.ResponseRecorder {
+			return e.authFrom(t, from, `"`+strings.Repeat("A", server.MaxRequestSize)+`"`)
+		}, http.StatusRequestEntityTooLarge},
+		{"a bad signature", func(t *testing.T, e *env) *httptest.ResponseRecorder {
+			return e.authFrom(t, from, badSignature(t, e))
+		}, http.StatusBadRequest},
+		{"a replayed request", func(t *testing.T, e *env) *httptest.ResponseRecorder {
+			req := e.enrollRequest(t)
+			require.Equal(t, http.StatusOK, e.authFrom(t, from, req).Code)
+			return e.authFrom(t, from, req)
+		}, http.StatusBadRequest},
+		{"a rejected device", func(t *testing.T, e *env) *httptest.ResponseRecorder {
+			key := newKey(t)
+			w := e.authFrom(t, from, signed(t, key, e.authPayload(t, key)))
+			require.Equal(t, http.StatusAccepted, w.Code, w.Body.String())
+			dev, err := e.st.DeviceByKey(context.Background(),
+				poll.KeyID(key.Public().(ed25519.PublicKey)))
+			require.NoError(t, err)
+			_, err = e.st.SetDeviceStatus(context.Background(), dev.ID, store.StatusRejected)
+			require.NoError(t, err)
+			return e.authFrom(t, from, signed(t, key, e.authPayload(t, key)))
+		}, http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, server.DeviceAPIConfig{EnrollmentToken: testEnrollment,
+				AuthFailureRate: 0.5, AuthFailureBurst: 3})
+			for range 3 {
+				w := tt.fail(t, e)
+				require.Equal(t, tt.wantCode, w.Code, w.Body.String())
+			}
+
+			// A blocked address is refused before its request is read, so
+			// that even a valid request gets 429.
+			w := e.authFrom(t, from, e.enrollRequest(t))
+			require.Equal(t, http.StatusTooManyRequests, w.Code, w.Body.String())
+			assert.Equal(t, "2", w.Header().Get("Retry-After"))
+			assert.Contains(t, problem(t, w).Detail, "too many requests")
+			assert.Equal(t, http.StatusTooManyRequests, e.authFrom(t, from, "{").Code)
+			w = e.authFrom(t, origin{remote: "192.0.2.2:1234"}, e.enrollRequest(t))
+			assert.Equal(t, http.StatusOK, w.Code, "other addresses keep their own budget")
+
+			e.clock.Advance(2 * time.Second)
+			w = e.authFrom(t, from, e.enrollRequest(t))
+			assert.Equal(t, http.StatusOK, w.Code, "a request is regained after Retry-After")
+		})
+	}
+}
+
+func TestDeviceAPI_AuthFailuresByClient(t *testing.T) {
+	tests := []struct {
+		name    string
+		trusted []string // TrustedProxies
+		fails   func(i int) origin
+		blocked origin // from where a valid request then gets 429
+		free    origin // from where a valid request still passes
+	}{
+		{name: "a port is no other client",
+			fails: func(i int) origin {
+				return origin{remote: fmt.Sprintf("192.0.2.1:%d", 1000+i)}
+			},
+			blocked: origin{remote: "192.0.2.1:2000"}, free: origin{remote: "192.0.2.2:1000"}},
+		{name: "X-Forwarded-For of an untrusted peer is ignored",
+			fails: func(i int) origin {
+				return origin{remote: "192.0.2.1:1000", xff: fmt.Sprintf("203.0.113.%d", i)}
+			},
+			blocked: origin{remote: "192.0.2.1:1000", xff: "203.0.113.100"},
+			free:    origin{remote: "192.0.2.2:1000", xff: "203.0.113.0"}},
+		{name: "clients behind a trusted proxy are told apart",
+			trusted: []string{"10.0.0.0/8"},
+			fails: func(int) origin {
+				return origin{remote: "10.0.0.1:1000", xff: "203.0.113.7"}
+			},
+			blocked: origin{remote: "10.0.0.2:1000", xff: "203.0.113.7"},
+			free:    origin{remote: "10.0.0.1:1000", xff: "203.0.113.8"}},
+		{name: "entries a client forges before its own are ignored",
+			trusted: []string{"10.0.0.0/8"},
+			fails: func(i int) origin {
+				return origin{remote: "10.0.0.1:1000",
+					xff: fmt.Sprintf("198.51.100.%d, 10.0.0.9, 203.0.113.7", i)}
+			},
+			blocked: origin{remote: "10.0.0.1:1000", xff: "203.0.113.7"},
+			free:    origin{remote: "10.0.0.1:1000", xff: "198.51.100.1, 10.0.0.9, 203.0.113.8"}},
+		{name: "an IPv6 client is limited by its /64",
+			fails: func(i int) origin {
+				return origin{remote: fmt.Sprintf("[2001:db8:1:2::%x]:1000", i+1)}
+			},
+			blocked: origin{remote: "[2001:db8:1:2:ffff::1]:1000"},
+			free:    origin{remote: "[2001:db8:1:3::1]:1000"}},
+		{name: "an IPv4-mapped peer is its IPv4 address",
+			fails:   func(int) origin { return origin{remote: "[::ffff:192.0.2.1]:1000"} },
+			blocked: origin{remote: "192.0.2.1:1000"},
+			free:    origin{remote: "[::ffff:192.0.2.2]:1000"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var trusted []netip.Prefix
+			for _, s := range tt.trusted {
+				trusted = append(trusted, netip.MustParsePrefix(s))
+			}
+			e := newEnv(t, server.DeviceAPIConfig{EnrollmentToken: testEnrollment,
+				AuthFailureBurst: 3, TrustedProxies: trusted})
+			for i := range 3 {
+				w := e.authFrom(t, tt.fails(i), badSignature(t, e))
+				require.Equal(t, http.StatusBadRequest, w.Code, w.Body.String())
+			}
+
+			w := e.authFrom(t, tt.blocked, e.enrollRequest(t))
+			assert.Equal(t, http.StatusTooManyRequests, w.Code, w.Body.String())
+			w = e.authFrom(t, tt.free, e.enrollRequest(t))
+			assert.Equal(t, http.StatusOK, w.Code, w.Body.String())
+		})
+	}
+}
+
+func TestDeviceAPI_AuthSuccessesSpendNoAddressBudget(t *testing.T) {
+	// A fleet behind one NAT enrolls, or registers as pending, at once.
+	e := newEnv(t, server.DeviceAPIConfig{EnrollmentToken: testEnrollment})
+	nat := origin{remote: "192.0.2.1:1234"}
+	for i := range 3 * server.DefaultAuthFailureBurst {
+		req, want := e.enrollRequest(t), http.StatusOK
+		if i%2 == 1 {
+			key := newKey(t)
+			req, want = signed(t, key, e.authPayload(t, key)), http.StatusAccepted
+		}
+		w := e.authFrom(t, nat, req)
+		require.Equal(t, want, w.Code, "request %d: %s", i, w.Body.String())
+	}
+
+	for i := range server.DefaultAuthFailureBurst {
+		w := e.authFrom(t, nat, badSignature(t, e))
+		require.Equal(t, http.StatusBadRequest, w.Code, "failure %d: %s", i, w.Body.String())
+	}
+	w := e.authFrom(t, nat, e.enrollRequest(t))
+	assert.Equal(t, http.StatusTooManyRequests, w.Code, "the failures had their whole burst")
+	assert.Equal(t, "1", w.Header().Get("Retry-After"))
+}
+
+func TestDeviceAPI_AuthFailureLimitOff(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  server.DeviceAPIConfig
+	}{
+		{"by a negative rate limit", server.DeviceAPIConfig{RateLimit: -1}},
+		{"by a negative failure rate", server.DeviceAPIConfig{AuthFailureRate: -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, tt.cfg)
+			for i := range 2 * server.DefaultAuthFailureBurst {
+				w := e.authFrom(t, origin{remote: "192.0.2.1:1234"}, badSignature(t, e))
+				require.Equal(t, http.StatusBadRequest, w.Code, "failure %d: %s", i,
+					w.Body.String())
+			}
+		})
+	}
+}
+
+// origin is where a request comes from: the peer's address and the
+// X-Forwarded-For header, if not empty, that it sends.
+type origin struct {
+	remote string
+	xff    string
+}
+
+// authFrom posts body, a string sent as is or a value sent as JSON, to
+// /auth from o.
+func (e *env) authFrom(t *testing.T, o origin, body any) *httptest.ResponseRecorder {
+	t.Helper()
+	data, ok := body.(string)
+	if !ok {
+		b, err := json.Marshal(body)
+		require.NoError(t, err)
+		data = string(b)
+	}
+	req := httptest.NewRequest(http.MethodPost, poll.APIPath+"/auth", strings.NewReader(data))
+	req.RemoteAddr = o.remote
+	if o.xff != "" {
+		req.Header.Set("X-Forwarded-For", o.xff)
+	}
+	w := httptest.NewRecorder()
+	e.h.ServeHTTP(w, req)
+	return w
+}
+
+// signed returns p signed with key.
+func signed(t *testing.T, key ed25519.PrivateKey, p poll.AuthPayload) *poll.AuthRequest {
+	t.Helper()
+	req, err := poll.SignAuth(key, p)
+	require.NoError(t, err)
+	return req
+}
+
+// enrollRequest returns a valid auth request of a new device that shows
+// the enrollment token.
+func (e *env) enrollRequest(t *testing.T) *poll.AuthRequest {
+	t.Helper()
+	key := newKey(t)
+	p := e.authPayload(t, key)
+	p.EnrollmentToken = testEnrollment
+	return signed(t, key, p)
+}
+
+// badSignature returns an auth request signed by another key than the
+// one it names.
+func badSignature(t *testing.T, e *env) *poll.AuthRequest {
+	t.Helper()
+	return signed(t, newKey(t), e.authPayload(t, newKey(t)))
 }
 
 func TestDeviceAPI_UnknownPath(t *testing.T) {

@@ -3,12 +3,12 @@
 //
 // [NewDeviceAPI] builds the device side, the API of docs/device-api.yaml
 // under poll.APIPath: admission by signed request, short-lived bearer
-// tokens, update checks, bundle downloads, reports and inventory. The
-// handler keeps the state that needs no durability in memory: issued
-// tokens (by their SHA-256 only), recently seen nonces and rate-limit
-// buckets. A restart therefore drops every token; devices answer the
-// resulting 401 by authenticating again, which the poll client does by
-// itself.
+// tokens, update checks, bundle downloads, reports and inventory. Device
+// tokens need no state: each is signed with a key that the store keeps
+// for every replica, so a token is good at all of them and survives
+// their restarts. The nonces of signed requests are kept in the store
+// too, so that a replay is refused by every replica. Only rate-limit
+// buckets live in memory, per replica.
 //
 // [NewManagementAPI] builds the side of people and their tools, the API
 // of docs/management-api.yaml under [ManagementAPIPath]: users, API

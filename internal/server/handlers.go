@@ -20,24 +20,40 @@ import (
 
 // auth admits devices: it verifies the signed payload, refuses replays,
 // registers unknown keys as pending and gives accepted devices a token.
+// Failed requests are limited by client address, since until a
+// signature is verified there is no key to count them by; valid ones
+// are limited by key.
 func (a *deviceAPI) auth(w http.ResponseWriter, r *http.Request) {
+	client := clientKey(clientAddr(r, a.cfg.TrustedProxies))
+	if a.blocked(w, client) {
+		return
+	}
 	var req poll.AuthRequest
 	if !readJSON(w, r, &req) {
+		a.failed(client)
 		return
 	}
 	now := a.cfg.Now()
 	p, pub, err := req.Verify(now)
 	if err != nil {
+		a.failed(client)
 		writeProblem(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	keyID := poll.KeyID(pub)
-	// TODO(#5): also limit unsigned or badly signed requests, by client
-	// address, which only a proxy in front of the server knows reliably.
 	if a.rateLimited(w, "key:"+keyID) {
 		return
 	}
-	if !a.sessions.useNonce(keyID, p.Nonce, 2*poll.MaxClockSkew, now) {
+	// The store keeps the nonce for every replica, as long as a request
+	// carrying it could pass the timestamp check.
+	fresh, err := a.cfg.Store.UseNonce(r.Context(), keyID+" "+p.Nonce,
+		now.Add(2*poll.MaxClockSkew), now)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if !fresh {
+		a.failed(client)
 		writeProblem(w, http.StatusBadRequest, "nonce already used: request replayed")
 		return
 	}
@@ -58,6 +74,7 @@ func (a *deviceAPI) auth(w http.ResponseWriter, r *http.Request) {
 			RetryAfter: a.pollSeconds()})
 	default:
 		// Rejected and decommissioned devices look the same to a device.
+		a.failed(client)
 		writeJSON(w, http.StatusForbidden, poll.AuthResponse{Status: poll.AuthRejected})
 	}
 }

@@ -46,6 +46,24 @@ func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
 	return false, l.wait(b)
 }
 
+// ready reports whether key has a request left at now, without spending
+// it; when none is left it also returns how long until one is. A key
+// that spent nothing yet has its whole burst and is not remembered, so
+// that asking costs no memory.
+func (l *limiter) ready(key string, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		return true, 0
+	}
+	l.refill(b, now)
+	if b.tokens >= 1 {
+		return true, 0
+	}
+	return false, l.wait(b)
+}
+
 // refund gives back a request that key spent, as when the attempt it
 // was spent on turned out to be one that is not to be limited.
 func (l *limiter) refund(key string) {

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rotaupdate/rota/poll"
@@ -18,12 +17,11 @@ const tokenKeySize = 32
 // tokenVersion starts every device token, naming its format.
 const tokenVersion = "v1."
 
-// sweepInterval is the least time between two sweeps of expired nonces
-// or rate-limit buckets.
+// sweepInterval is the least time between two sweeps of rate-limit
+// buckets.
 const sweepInterval = time.Minute
 
-// sessions issues device tokens and remembers the nonces seen within the
-// clock-skew span.
+// sessions issues and checks device tokens.
 //
 // A token is stateless: the device ID and the expiry, signed with
 // HMAC-SHA256 under a key that every replica of the server shares, so a
@@ -32,14 +30,10 @@ const sweepInterval = time.Minute
 // request anyway, since each request reads the device.
 type sessions struct {
 	key []byte
-
-	mu     sync.Mutex           // guards the fields below
-	nonces map[string]time.Time // forget after this time
-	swept  time.Time
 }
 
 func newSessions(key []byte) *sessions {
-	return &sessions{key: key, nonces: map[string]time.Time{}}
+	return &sessions{key: key}
 }
 
 // issue returns a token for deviceID valid until expires.
@@ -77,31 +71,4 @@ func (s *sessions) lookup(token string, now time.Time) (string, bool) {
 		return "", false
 	}
 	return string(payload[8:]), true
-}
-
-// useNonce records that key used nonce at now and reports whether it was
-// fresh. A nonce is kept for twice the allowed clock skew, as long as
-// any request carrying it could pass the timestamp check.
-func (s *sessions) useNonce(key, nonce string, keep time.Duration, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sweep(now)
-	k := key + "\x00" + nonce
-	if until, ok := s.nonces[k]; ok && now.Before(until) {
-		return false
-	}
-	s.nonces[k] = now.Add(keep)
-	return true
-}
-
-func (s *sessions) sweep(now time.Time) {
-	if now.Sub(s.swept) < sweepInterval {
-		return
-	}
-	s.swept = now
-	for k, until := range s.nonces {
-		if !now.Before(until) {
-			delete(s.nonces, k)
-		}
-	}
 }
