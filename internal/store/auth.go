@@ -28,6 +28,13 @@ func (s *sqlStore) insertAudit(ctx context.Context, tx conn, e AuditEntry) (int6
 	if e.At.IsZero() {
 		e.At = s.stamp()
 	}
+	if tx.d.lockAudit != "" {
+		// The lock is taken last in the transaction and held only to
+		// its commit, which waits for nothing else.
+		if _, err := tx.ExecContext(ctx, tx.d.lockAudit); err != nil {
+			return 0, err
+		}
+	}
 	var id int64
 	err := tx.QueryRowContext(ctx, `INSERT INTO audit_log (actor, action, object, at, details)
 		VALUES (?, ?, ?, ?, ?) RETURNING id`,

@@ -358,3 +358,46 @@ func TestStore_UseNonce(t *testing.T) {
 		assert.Equal(t, 1, n)
 	})
 }
+
+// TestPostgres_AuditCommitsInOrder checks that an audit entry cannot
+// commit while one with a lower ID is still open, so that a reader who
+// saw an entry never sees a lower ID appear after it. SQLite runs one
+// writer at a time, which gives the same by itself.
+func TestPostgres_AuditCommitsInOrder(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, postgresBackend)
+	tx, err := s.w.BeginTx(ctx, s.d.writeTx)
+	require.NoError(t, err)
+	defer tx.Rollback()
+	first, err := s.insertAudit(ctx, conn{q: tx, d: s.d}, AuditEntry{Actor: "a", Action: "first"})
+	require.NoError(t, err)
+
+	type result struct {
+		id  int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		id, err := s.AppendAudit(ctx, AuditEntry{Actor: "b", Action: "second"})
+		done <- result{id, err}
+	}()
+	// The second append must wait for the first's commit: either it is
+	// seen waiting for a lock, or it wrongly finishes first.
+	waiting := false
+	for deadline := time.Now().Add(30 * time.Second); !waiting && time.Now().Before(deadline); {
+		select {
+		case r := <-done:
+			t.Fatalf("entry %d committed while entry %d was open (%v)", r.id, first, r.err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		var n int
+		require.NoError(t, s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n))
+		waiting = n > 0
+	}
+	require.True(t, waiting, "the second append neither waited nor finished")
+	require.NoError(t, tx.Commit())
+	r := <-done
+	require.NoError(t, r.err)
+	assert.Greater(t, r.id, first)
+}

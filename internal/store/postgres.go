@@ -38,6 +38,10 @@ var _ Store = (*Postgres)(nil)
 // in ASCII.
 const schemaLockKey = 0x726f74615f6d6967
 
+// auditLockKey names the advisory lock held from taking an audit entry's
+// ID to the commit: "rota_aud" in ASCII.
+const auditLockKey = 0x726f74615f617564
+
 // SQLSTATE codes of the errors the store maps.
 const (
 	pgUniqueViolation     = "23505"
@@ -54,6 +58,7 @@ var postgresDialect = dialect{
 	cursorBothSides: true,
 	lock:            " FOR NO KEY UPDATE",
 	lockSchema:      "SELECT pg_advisory_xact_lock(" + strconv.FormatInt(schemaLockKey, 10) + ")",
+	lockAudit:       "SELECT pg_advisory_xact_lock(" + strconv.FormatInt(auditLockKey, 10) + ")",
 	writeTx:         &sql.TxOptions{Isolation: sql.LevelReadCommitted},
 	readTx:          &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
 	isUnique:        func(err error) bool { return isPgCode(err, pgUniqueViolation) },

@@ -45,6 +45,13 @@ type dialect struct {
 	// where the write transaction alone does that.
 	lockSchema string
 
+	// lockAudit, run before an audit entry is inserted, makes the
+	// transactions that append to the audit log commit in the order of
+	// their entries' IDs, so that a reader who saw one entry never sees
+	// a lower ID appear later; empty where write transactions already
+	// run one at a time.
+	lockAudit string
+
 	// cursorBothSides makes a page of devices filtered through a joined
 	// table bound by the cursor both the joined table's device ID and
 	// the devices' own. PostgreSQL carries an equality across a join but
