@@ -480,7 +480,7 @@ func bundleExtract(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 		// Zero blocks become holes, as zstd and cp --sparse do.
-		sw := &sparseWriter{f: f}
+		sw := newSparseWriter(f)
 		if _, err := ir.WriteTo(io.MultiWriter(sw, bar.Writer())); err != nil {
 			return err
 		}
