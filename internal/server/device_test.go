@@ -655,11 +655,7 @@ func TestDeviceAPI_AuthFailuresLimitedByAddress(t *testing.T) {
 			key := newKey(t)
 			w := e.authFrom(t, from, signed(t, key, e.authPayload(t, key)))
 			require.Equal(t, http.StatusAccepted, w.Code, w.Body.String())
-			dev, err := e.st.DeviceByKey(context.Background(),
-				poll.KeyID(key.Public().(ed25519.PublicKey)))
-			require.NoError(t, err)
-			_, err = e.st.SetDeviceStatus(context.Background(), dev.ID, store.StatusRejected)
-			require.NoError(t, err)
+			e.setStatus(t, key, store.StatusRejected)
 			return e.authFrom(t, from, signed(t, key, e.authPayload(t, key)))
 		}, http.StatusForbidden},
 	}

@@ -147,15 +147,23 @@ func (e *env) acceptedDevice(t *testing.T) (string, string) {
 	key := newKey(t)
 	w, _ := e.auth(t, key, e.authPayload(t, key))
 	require.Equal(t, http.StatusAccepted, w.Code, w.Body.String())
+	id := e.setStatus(t, key, store.StatusAccepted)
+	w, resp := e.auth(t, key, e.authPayload(t, key))
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	e.keys[id] = key
+	return id, resp.Token
+}
+
+// setStatus gives the registered device with key the admission status,
+// as an operator would, and returns its ID.
+func (e *env) setStatus(t *testing.T, key ed25519.PrivateKey, status store.AdmissionStatus) string {
+	t.Helper()
 	dev, err := e.st.DeviceByKey(context.Background(),
 		poll.KeyID(key.Public().(ed25519.PublicKey)))
 	require.NoError(t, err)
-	_, err = e.st.SetDeviceStatus(context.Background(), dev.ID, store.StatusAccepted)
+	_, err = e.st.SetDeviceStatus(context.Background(), dev.ID, status)
 	require.NoError(t, err)
-	w, resp := e.auth(t, key, e.authPayload(t, key))
-	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
-	e.keys[dev.ID] = key
-	return dev.ID, resp.Token
+	return dev.ID
 }
 
 // enrolled admits the device of key by the enrollment token and returns
