@@ -2,7 +2,9 @@ package bundle
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -19,10 +21,11 @@ const DefaultChunkSize = 4 << 20
 
 // compress zstd-compresses r into w as a series of frames of up to
 // opts.ChunkSize input bytes each, compressed by conc goroutines at once
-// and written in order, while another goroutine feeds the input to uh. It
-// returns the number of input bytes. Memory is bounded by about
+// and written in order, while another goroutine feeds the input to uh.
+// It calls progress, when not nil, with each chunk's size as it is read.
+// It returns the number of input bytes. Memory is bounded by about
 // 2 x (conc + 2) chunks.
-func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
+func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progress func(int64),
 	opts CreateOptions) (int64, []int64, error) {
 	level := opts.Level
 	if level == 0 {
@@ -66,20 +69,32 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
 	defer cancel()
 
 	type job struct {
-		in     []byte
-		out    *bytes.Buffer
-		err    error
-		done   chan struct{} // compressed
-		hashed chan struct{} // fed to uh
+		in      inChunk
+		out     *bytes.Buffer
+		err     error         // from compressing
+		hashErr error         // from hashing
+		done    chan struct{} // compressed
+		hashed  chan struct{} // fed to uh
 	}
-	pool := sync.Pool{New: func() any { return make([]byte, opts.ChunkSize) }}
-	outPool := sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	src := newChunkSource(r, opts.ChunkSize, zeroChunk)
+	// Output buffers are kept for the whole run, each big enough for an
+	// incompressible chunk: a sync.Pool would lose them at every garbage
+	// collection, and each new buffer would grow through fresh pages.
+	outs := make(chan *bytes.Buffer, 2*conc+4)
+	getOut := func() *bytes.Buffer {
+		select {
+		case b := <-outs:
+			return b
+		default:
+			return bytes.NewBuffer(make([]byte, 0, opts.ChunkSize+opts.ChunkSize/128+4096))
+		}
+	}
 	jobs := make(chan *job)
 	order := make(chan *job, conc+1)
 	hashq := make(chan *job, conc+1)
 	go func() {
 		for j := range hashq {
-			uh.Write(j.in)
+			j.hashErr = catchFault(func() { uh.Write(j.in.b) })
 			close(j.hashed)
 		}
 	}()
@@ -91,21 +106,25 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
 			defer wg.Done()
 			for j := range jobs {
 				j.out.Reset()
-				if bytes.Equal(j.in, zeroChunk) {
-					j.out.Write(zeroFrame)
-					close(j.done)
-					continue
-				}
-				enc.Reset(j.out)
-				_, err := enc.Write(j.in)
-				if err == nil {
-					err = enc.Close()
-				}
+				in := j.in.b
+				err := catchFault(func() {
+					if len(in) == len(zeroChunk) && (j.in.zero || bytes.Equal(in, zeroChunk)) {
+						j.out.Write(zeroFrame)
+						return
+					}
+					enc.Reset(j.out)
+					_, j.err = enc.Write(in)
+					if j.err == nil {
+						j.err = enc.Close()
+					}
+				})
 				if err != nil {
+					j.err = err
+				}
+				if j.err != nil {
 					// Writing to a bytes.Buffer cannot fail; an encoder
 					// error is a bug, reported as a failed write.
 					j.out.Reset()
-					j.err = err
 				}
 				close(j.done)
 			}
@@ -123,24 +142,27 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
 		defer close(hashq)
 		defer close(jobs)
 		for {
-			buf := pool.Get().([]byte)
-			n, err := io.ReadFull(&ctxReader{ctx: ctx, r: r}, buf)
-			if n > 0 {
+			c, err := src.next(ctx)
+			if n := len(c.b); n > 0 {
 				total += int64(n)
-				j := &job{in: buf[:n], out: outPool.Get().(*bytes.Buffer),
+				if progress != nil {
+					progress(int64(n))
+				}
+				j := &job{in: c, out: getOut(),
 					done: make(chan struct{}), hashed: make(chan struct{})}
 				select {
 				case order <- j:
 				case <-ctx.Done():
+					if c.put != nil {
+						c.put()
+					}
 					readErr = ctx.Err()
 					return
 				}
 				hashq <- j
 				jobs <- j
-			} else {
-				pool.Put(buf)
 			}
-			if err == io.EOF || err == io.ErrUnexpectedEOF {
+			if err == io.EOF {
 				return
 			}
 			if err != nil {
@@ -157,9 +179,11 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
 	for j := range order {
 		<-j.done
 		<-j.hashed
-		if writeErr == nil && j.err != nil {
-			writeErr = j.err
-			cancel()
+		if writeErr == nil {
+			writeErr = cmp.Or(j.err, j.hashErr)
+			if writeErr != nil {
+				cancel()
+			}
 		}
 		if writeErr == nil {
 			if _, err := w.Write(j.out.Bytes()); err != nil {
@@ -168,12 +192,17 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash,
 			}
 			frames = append(frames, int64(j.out.Len()))
 		}
-		pool.Put(j.in[:cap(j.in)])
-		outPool.Put(j.out)
+		if j.in.put != nil {
+			j.in.put()
+		}
+		select {
+		case outs <- j.out:
+		default:
+		}
 	}
 	wg.Wait()
 	switch {
-	case readErr != nil:
+	case readErr != nil && (writeErr == nil || !errors.Is(readErr, context.Canceled)):
 		return total, nil, fmt.Errorf("compress: %w", readErr)
 	case writeErr != nil:
 		return total, nil, fmt.Errorf("compress: %w", writeErr)

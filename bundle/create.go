@@ -83,6 +83,8 @@ type CreateOptions struct {
 
 	// TempDir holds the compressed layers while the bundle is built; ""
 	// means os.TempDir(). Put it on the output's filesystem for speed.
+	// The files are unlinked as soon as they are made, where the system
+	// allows it, so that a killed process leaves none behind.
 	TempDir string
 
 	// Concurrency is the number of compression goroutines; zero means
@@ -124,7 +126,10 @@ type Info struct {
 // Create builds a bundle from spec and writes it as a .rota file to w.
 // Images are streamed from disk: each is compressed to a temporary file in
 // one pass that also hashes it, then copied into the output, so memory use
-// does not grow with image size.
+// does not grow with image size. On Linux, image files are mapped rather
+// than read, their holes are skipped unread, and when w is an *os.File the
+// layers are copied into it by the kernel; an image file must not change
+// while Create reads it (one that shrinks fails with ErrImageChanged).
 func Create(ctx context.Context, w io.Writer, spec Spec, opts CreateOptions) (*Info, error) {
 	created := spec.Created
 	if created.IsZero() {
@@ -186,7 +191,7 @@ func Create(ctx context.Context, w io.Writer, spec Spec, opts CreateOptions) (*I
 		if _, err := layers[i].f.Seek(0, io.SeekStart); err != nil {
 			return nil, err
 		}
-		return io.NopCloser(layers[i].f), nil
+		return stagedFile{layers[i].f}, nil
 	}
 	if err := writeLayoutOpts(ctx, cw, m, open, nil, false); err != nil {
 		return nil, fmt.Errorf("create bundle: %w", err)
@@ -244,14 +249,17 @@ func newMetadata(cfg Config, layers []*stagedLayer) (*metadata, error) {
 
 // stagedLayer is a compressed image in a temporary file.
 type stagedLayer struct {
-	f    *os.File
-	desc v1.Descriptor
-	info ImageInfo
+	f     *os.File
+	named bool // still has a name to remove
+	desc  v1.Descriptor
+	info  ImageInfo
 }
 
 func (l *stagedLayer) remove() {
 	l.f.Close()
-	os.Remove(l.f.Name())
+	if l.named {
+		os.Remove(l.f.Name())
+	}
 }
 
 // stageImage compresses one image into a temporary file, hashing both the
@@ -265,7 +273,9 @@ func stageImage(ctx context.Context, src ImageSource, opts CreateOptions) (*stag
 	if err != nil {
 		return nil, fmt.Errorf("create temporary layer: %w", err)
 	}
-	l := &stagedLayer{f: tmp}
+	// Unlinked at once where the system allows it, the file cannot
+	// outlive a killed process.
+	l := &stagedLayer{f: tmp, named: os.Remove(tmp.Name()) != nil}
 	ok := false
 	defer func() {
 		if !ok {
@@ -297,14 +307,15 @@ func stageImage(ctx context.Context, src ImageSource, opts CreateOptions) (*stag
 		}
 		in = f
 	}
-	if opts.Progress != nil && !fi.IsDir() {
-		in = &progressReader{r: in, fn: opts.Progress}
+	var progress func(int64)
+	if !fi.IsDir() {
+		progress = opts.Progress
 	}
 
 	uh := sha256.New()
 	ch := sha256.New()
 	cw := &countingWriter{w: io.MultiWriter(tmp, ch)}
-	n, frames, err := compress(ctx, cw, in, uh, opts)
+	n, frames, err := compress(ctx, cw, in, uh, progress, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -31,6 +32,7 @@ type layerOpener func(ctx context.Context, i int, d v1.Descriptor) (io.ReadClose
 
 // layoutWriter writes a .rota file in the fixed order.
 type layoutWriter struct {
+	w        io.Writer // under tw
 	tw       *tar.Writer
 	modTime  time.Time
 	progress func(int64)
@@ -125,7 +127,7 @@ func writeLayout(ctx context.Context, w io.Writer, m *metadata, open layerOpener
 // match their descriptors (Create just hashed them) and copied unhashed.
 func writeLayoutOpts(ctx context.Context, w io.Writer, m *metadata, open layerOpener,
 	progress func(int64), check bool) error {
-	lw := &layoutWriter{tw: tar.NewWriter(w), modTime: m.entryTime(),
+	lw := &layoutWriter{w: w, tw: tar.NewWriter(w), modTime: m.entryTime(),
 		progress: progress, check: check}
 	entries, err := m.entries()
 	if err != nil {
@@ -157,6 +159,13 @@ func (lw *layoutWriter) layer(ctx context.Context, open layerOpener, i int, d v1
 	defer rc.Close()
 	if err := lw.header(blobName(d.Digest), d.Size); err != nil {
 		return fmt.Errorf("write layer %s: %w", d.Digest, err)
+	}
+	if staged, ok := rc.(stagedFile); ok && !lw.check {
+		if cw, ok := lw.w.(*countingWriter); ok {
+			if out, ok := cw.w.(*os.File); ok {
+				return lw.copyFile(ctx, cw, out, staged.File, d)
+			}
+		}
 	}
 	h := sha256.New()
 	src := io.LimitReader(rc, d.Size)
@@ -191,5 +200,53 @@ func (lw *layoutWriter) layer(ctx context.Context, open layerOpener, i int, d v1
 	if got := hex.EncodeToString(h.Sum(nil)); lw.check && got != d.Digest.Hex {
 		return fmt.Errorf("%w: layer %s: content hashes to sha256:%s", ErrDigestMismatch, d.Digest, got)
 	}
+	return nil
+}
+
+// stagedFile is a layer Create staged in a temporary file, trusted to
+// match its descriptor. Closing it leaves the file open.
+type stagedFile struct{ *os.File }
+
+func (stagedFile) Close() error { return nil }
+
+// writebackSize is how much of a copied layer is written before its
+// writeback to disk is started.
+const writebackSize = 8 << 20
+
+// copyFile copies a staged layer into the output file after its header
+// has been written, in the kernel where the file systems allow it
+// (copy_file_range), and starts writing the copy back to disk as it
+// goes, so that the caller's final sync of the output has little left to
+// wait for.
+func (lw *layoutWriter) copyFile(ctx context.Context, cw *countingWriter, out, in *os.File,
+	d v1.Descriptor) error {
+	off, err := out.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return fmt.Errorf("write layer %s: %w", d.Digest, err)
+	}
+	for n := int64(0); n < d.Size; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		k, err := out.ReadFrom(io.LimitReader(in, min(writebackSize, d.Size-n)))
+		cw.n += k
+		if lw.progress != nil && k > 0 {
+			lw.progress(k)
+		}
+		switch {
+		case err != nil:
+			return fmt.Errorf("write layer %s: %w", d.Digest, err)
+		case k == 0:
+			return fmt.Errorf("%w: layer %s: %d of %d bytes", ErrTruncated, d.Digest, n, d.Size)
+		}
+		startWriteback(out, off+n, k)
+		n += k
+	}
+	if _, err := cw.Write(make([]byte, padding(d.Size))); err != nil {
+		return fmt.Errorf("write layer %s: %w", d.Digest, err)
+	}
+	// The tar writer still counts the layer's bytes as missing; the next
+	// entry starts afresh.
+	lw.tw = tar.NewWriter(cw)
 	return nil
 }

@@ -1,0 +1,192 @@
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// sparseImage writes an image of chunk-sized pieces: data, a hole, data,
+// zeros written out, a hole and a short data tail, and returns its path
+// and content.
+func sparseImage(t *testing.T, dir string, chunk int) (string, []byte) {
+	t.Helper()
+	data, err := os.ReadFile(writeImage(t, dir, "data", 2*chunk, 3))
+	require.NoError(t, err)
+	want := make([]byte, 5*chunk+1000)
+	copy(want, data[:chunk])
+	copy(want[2*chunk:], data[chunk:])
+	copy(want[5*chunk:], data[:1000])
+
+	p := filepath.Join(dir, "sparse.img")
+	f, err := os.Create(p)
+	require.NoError(t, err)
+	defer f.Close()
+	for _, piece := range []struct{ off, n int }{{0, chunk}, {2 * chunk, 2 * chunk}, {5 * chunk, 1000}} {
+		_, err := f.WriteAt(want[piece.off:piece.off+piece.n], int64(piece.off))
+		require.NoError(t, err)
+	}
+	return p, want
+}
+
+func TestCreate_SparseAndPipedImagesGiveTheSameBundle(t *testing.T) {
+	dir := t.TempDir()
+	chunk := 64 << 10
+	sparse, content := sparseImage(t, dir, chunk)
+	dense := filepath.Join(dir, "dense.img")
+	require.NoError(t, os.WriteFile(dense, content, 0o644))
+
+	layer := func(r io.Reader) ([]byte, string, []int64) {
+		var out bytes.Buffer
+		uh := sha256.New()
+		n, frames, err := compress(context.Background(), &out, r, uh, nil,
+			CreateOptions{ChunkSize: int64(chunk)})
+		require.NoError(t, err)
+		require.Equal(t, int64(len(content)), n)
+		return out.Bytes(), hex.EncodeToString(uh.Sum(nil)), frames
+	}
+	open := func(p string) *os.File {
+		f, err := os.Open(p)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	want, wantSum, wantFrames := layer(bytes.NewReader(content))
+	sum := sha256.Sum256(content)
+	require.Equal(t, hex.EncodeToString(sum[:]), wantSum)
+	for name, r := range map[string]io.Reader{"sparse file": open(sparse), "dense file": open(dense)} {
+		got, gotSum, gotFrames := layer(r)
+		require.Equal(t, want, got, name)
+		require.Equal(t, wantSum, gotSum, name)
+		require.Equal(t, wantFrames, gotFrames, name)
+	}
+}
+
+func TestMappedSource_HolesAndShrinking(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("files are mapped on Linux only")
+	}
+	dir := t.TempDir()
+	chunk := 64 << 10
+	p, content := sparseImage(t, dir, chunk)
+	f, err := os.Open(p)
+	require.NoError(t, err)
+	defer f.Close()
+	zeros := make([]byte, chunk)
+	src := newChunkSource(f, int64(chunk), zeros)
+	require.IsType(t, &mappedSource{}, src)
+
+	ctx := context.Background()
+	var got []byte
+	var holes int
+	for {
+		c, err := src.next(ctx)
+		got = append(got, c.b...)
+		if c.zero {
+			holes++
+			require.Equal(t, &zeros[0], &c.b[0], "a hole is handed out as the shared zeros")
+		}
+		if c.put != nil {
+			c.put()
+		}
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+	}
+	require.Equal(t, content, got)
+	// The hole between the first chunks; the one before the tail is
+	// only one when the file system keeps 64 KiB holes.
+	require.GreaterOrEqual(t, holes, 1, "holes are not read")
+
+	t.Run("cut under a mapping", func(t *testing.T) {
+		f, err := os.Open(p)
+		require.NoError(t, err)
+		defer f.Close()
+		src := newChunkSource(f, int64(chunk), zeros)
+		c, err := src.next(ctx)
+		require.NoError(t, err)
+		require.NotNil(t, c.put)
+		defer c.put()
+		require.NoError(t, os.Truncate(p, 0))
+		err = catchFault(func() { sha256.Sum256(c.b) })
+		require.ErrorIs(t, err, ErrImageChanged)
+	})
+
+	t.Run("cut to a hole", func(t *testing.T) {
+		p := filepath.Join(dir, "cut.img")
+		require.NoError(t, os.WriteFile(p, content[:chunk], 0o644))
+		require.NoError(t, os.Truncate(p, 3*int64(chunk)))
+		f, err := os.Open(p)
+		require.NoError(t, err)
+		defer f.Close()
+		src := newChunkSource(f, int64(chunk), zeros)
+		c, err := src.next(ctx)
+		require.NoError(t, err)
+		c.put()
+		require.NoError(t, os.Truncate(p, 2*int64(chunk)))
+		for err == nil {
+			_, err = src.next(ctx)
+		}
+		require.ErrorIs(t, err, ErrImageChanged)
+	})
+}
+
+func TestCatchFault_PassesOtherPanicsOn(t *testing.T) {
+	require.PanicsWithValue(t, "boom", func() {
+		_ = catchFault(func() { panic("boom") })
+	})
+	var m map[string]int
+	require.Panics(t, func() {
+		_ = catchFault(func() { m["x"] = 1 })
+	})
+}
+
+func TestCreate_StagedLayerLeavesNothingBehind(t *testing.T) {
+	dir := t.TempDir()
+	img := writeImage(t, dir, "a", 1<<20, 9)
+	tmp := t.TempDir()
+	out, err := os.Create(filepath.Join(dir, "out.rota"))
+	require.NoError(t, err)
+	defer out.Close()
+
+	spec := Spec{Compatible: "c", Version: "1.0.0", Created: testCreated,
+		Images: []ImageSource{{Class: "rootfs", Path: img}}}
+	_, err = Create(context.Background(), out, spec, CreateOptions{TempDir: tmp})
+	require.NoError(t, err)
+	left, err := os.ReadDir(tmp)
+	require.NoError(t, err)
+	require.Empty(t, left)
+
+	// The layer copied file to file is the one written to any writer.
+	var buf bytes.Buffer
+	_, err = Create(context.Background(), &buf, spec, CreateOptions{TempDir: tmp})
+	require.NoError(t, err)
+	got, err := os.ReadFile(out.Name())
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(buf.Bytes(), got), "file and buffer outputs differ")
+}
+
+type failingWriter struct{ err error }
+
+func (w failingWriter) Write([]byte) (int, error) { return 0, w.err }
+
+func TestCompress_ReportsTheWriteError(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.Open(writeImage(t, dir, "a", 1<<20, 2))
+	require.NoError(t, err)
+	defer f.Close()
+	full := errors.New("disk full")
+	_, _, err = compress(context.Background(), failingWriter{full}, f, sha256.New(), nil,
+		CreateOptions{ChunkSize: 64 << 10})
+	require.ErrorIs(t, err, full)
+}
