@@ -35,9 +35,10 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progr
 	if conc <= 0 {
 		conc = min(runtime.GOMAXPROCS(0), MaxConcurrency)
 	}
-	// One single-threaded stream encoder per goroutine: reset for each
-	// chunk, it costs less than EncodeAll. Frames carry no xxhash
-	// checksum, since the layer's sha256 digests cover every byte.
+	// One single-threaded encoder per goroutine, each chunk encoded with
+	// EncodeAll straight from the input into a kept output buffer. Frames
+	// carry no xxhash checksum, since the layer's sha256 digests cover
+	// every byte.
 	encs := make([]*zstd.Encoder, conc)
 	for i := range encs {
 		enc, err := zstd.NewWriter(nil,
@@ -55,23 +56,15 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progr
 	// Filesystem images hold long runs of zeros; a chunk of zeros always
 	// compresses to the same frame, made once.
 	zeroChunk := make([]byte, opts.ChunkSize)
-	var zf bytes.Buffer
-	encs[0].Reset(&zf)
-	if _, err := encs[0].Write(zeroChunk); err != nil {
-		return 0, nil, fmt.Errorf("compress: %w", err)
-	}
-	if err := encs[0].Close(); err != nil {
-		return 0, nil, fmt.Errorf("compress: %w", err)
-	}
-	zeroFrame := zf.Bytes()
+	zeroFrame := encs[0].EncodeAll(zeroChunk, nil)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	type job struct {
 		in      inChunk
-		out     *bytes.Buffer
-		err     error         // from compressing
+		out     []byte
+		err     error         // from reading the chunk while compressing it
 		hashErr error         // from hashing
 		done    chan struct{} // compressed
 		hashed  chan struct{} // fed to uh
@@ -80,13 +73,13 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progr
 	// Output buffers are kept for the whole run, each big enough for an
 	// incompressible chunk: a sync.Pool would lose them at every garbage
 	// collection, and each new buffer would grow through fresh pages.
-	outs := make(chan *bytes.Buffer, 2*conc+4)
-	getOut := func() *bytes.Buffer {
+	outs := make(chan []byte, 2*conc+4)
+	getOut := func() []byte {
 		select {
 		case b := <-outs:
-			return b
+			return b[:0]
 		default:
-			return bytes.NewBuffer(make([]byte, 0, opts.ChunkSize+opts.ChunkSize/128+4096))
+			return make([]byte, 0, opts.ChunkSize+opts.ChunkSize/128+4096)
 		}
 	}
 	jobs := make(chan *job)
@@ -105,27 +98,14 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progr
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				j.out.Reset()
 				in := j.in.b
-				err := catchFault(func() {
+				j.err = catchFault(func() {
 					if len(in) == len(zeroChunk) && (j.in.zero || bytes.Equal(in, zeroChunk)) {
-						j.out.Write(zeroFrame)
+						j.out = append(j.out, zeroFrame...)
 						return
 					}
-					enc.Reset(j.out)
-					_, j.err = enc.Write(in)
-					if j.err == nil {
-						j.err = enc.Close()
-					}
+					j.out = enc.EncodeAll(in, j.out)
 				})
-				if err != nil {
-					j.err = err
-				}
-				if j.err != nil {
-					// Writing to a bytes.Buffer cannot fail; an encoder
-					// error is a bug, reported as a failed write.
-					j.out.Reset()
-				}
 				close(j.done)
 			}
 		}()
@@ -186,11 +166,11 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progr
 			}
 		}
 		if writeErr == nil {
-			if _, err := w.Write(j.out.Bytes()); err != nil {
+			if _, err := w.Write(j.out); err != nil {
 				writeErr = err
 				cancel()
 			}
-			frames = append(frames, int64(j.out.Len()))
+			frames = append(frames, int64(len(j.out)))
 		}
 		if j.in.put != nil {
 			j.in.put()
