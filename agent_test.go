@@ -295,7 +295,12 @@ func TestAgent_HostileAnswersAreRefused(t *testing.T) {
 		{"a corrupt download", func(d *agentDevice, s, _ *bundle.Signer, t *testing.T) {
 			d.offer(t, s, "2.0.0", 1)
 			d.srv.raw = bytes.Clone(d.srv.raw)
-			d.srv.raw[len(d.srv.raw)-3000] ^= 0xff
+			b, err := bundle.OpenReader(bytes.NewReader(d.srv.raw), bundle.Options{})
+			require.NoError(t, err)
+			// The only layer is last, before its padding and the two
+			// end-of-archive blocks: flip a byte in its middle.
+			n := b.Layers()[0].Size
+			d.srv.raw[int64(len(d.srv.raw))-2*512-(-n&511)-n/2] ^= 0xff
 		}, "bundle"},
 	}
 	for _, tt := range tests {

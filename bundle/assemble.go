@@ -167,11 +167,21 @@ func (a *Assembled) build(ctx context.Context, m *metadata, open BlobOpener) err
 		return err
 	}
 
+	room, err := m.firstHeaderRoom()
+	if err != nil {
+		return err
+	}
 	modTime := m.entryTime()
 	var mem bytes.Buffer
 	for _, e := range entries {
 		tw := tar.NewWriter(&mem)
-		if err := tw.WriteHeader(tarHeader(e.name, e.size, modTime)); err != nil {
+		hdr := tarHeader(e.name, e.size, modTime)
+		if e.layer == 0 && room != 0 {
+			if err := padHeader(hdr, room); err != nil {
+				return err
+			}
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
 			return fmt.Errorf("encode header of %s: %w", e.name, err)
 		}
 		if e.layer < 0 {

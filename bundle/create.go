@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -81,8 +82,8 @@ type CreateOptions struct {
 	// verified, so give at least one.
 	Signers []*Signer
 
-	// TempDir holds the compressed layers while the bundle is built; ""
-	// means os.TempDir(). Put it on the output's filesystem for speed.
+	// TempDir holds the compressed layers while the bundle is built, when
+	// they cannot go straight into the output; "" means os.TempDir().
 	// The files are unlinked as soon as they are made, where the system
 	// allows it, so that a killed process leaves none behind.
 	TempDir string
@@ -124,12 +125,16 @@ type Info struct {
 }
 
 // Create builds a bundle from spec and writes it as a .rota file to w.
-// Images are streamed from disk: each is compressed to a temporary file in
-// one pass that also hashes it, then copied into the output, so memory use
-// does not grow with image size. On Linux, image files are mapped rather
-// than read, their holes are skipped unread, and when w is an *os.File the
-// layers are copied into it by the kernel; an image file must not change
-// while Create reads it (one that shrinks fails with ErrImageChanged).
+// Images are streamed from disk in one pass that compresses and hashes
+// them, so memory use does not grow with image size. When w is a regular
+// *os.File and the images are raw image files, each layer is compressed
+// straight to its place in the file (see docs/bundle-format.md, reserved
+// offset) and the metadata is written in front of the layers at the end;
+// otherwise each layer is compressed to a temporary file in
+// CreateOptions.TempDir first. On Linux, image files are mapped rather
+// than read and their holes are skipped unread; an image file must not
+// change while Create reads it (one that shrinks fails with
+// ErrImageChanged). The output is the same whatever w is.
 func Create(ctx context.Context, w io.Writer, spec Spec, opts CreateOptions) (*Info, error) {
 	created := spec.Created
 	if created.IsZero() {
@@ -162,6 +167,16 @@ func Create(ctx context.Context, w io.Writer, spec Spec, opts CreateOptions) (*I
 		opts.Total(rawInputSize(spec.Images))
 	}
 
+	reserved, err := plannedOffset(cfg, spec, opts)
+	if err != nil {
+		return nil, fmt.Errorf("create bundle: %w", err)
+	}
+	if f, ok := w.(*os.File); ok && reserved != 0 {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			return createInFile(ctx, f, cfg, spec, opts, reserved)
+		}
+	}
+
 	layers := make([]*stagedLayer, 0, len(spec.Images))
 	defer func() {
 		for _, l := range layers {
@@ -176,16 +191,30 @@ func Create(ctx context.Context, w io.Writer, spec Spec, opts CreateOptions) (*I
 		layers = append(layers, l)
 		cfg.Images[i] = l.info
 	}
-
-	m, err := newMetadata(cfg, layers)
+	m, err := newSignedMetadata(cfg, layers, opts)
 	if err != nil {
 		return nil, fmt.Errorf("create bundle: %w", err)
 	}
+	return writeStaged(ctx, w, m, layers)
+}
+
+// newSignedMetadata builds and signs the metadata of a bundle.
+func newSignedMetadata(cfg Config, layers []*stagedLayer, opts CreateOptions) (*metadata, error) {
+	m, err := newMetadata(cfg, layers)
+	if err != nil {
+		return nil, err
+	}
 	for _, s := range opts.Signers {
 		if err := m.addSignature(s, cfg.Created); err != nil {
-			return nil, fmt.Errorf("create bundle: %w", err)
+			return nil, err
 		}
 	}
+	return m, nil
+}
+
+// writeStaged writes the .rota file of m, whose layers are in temporary
+// files, to w.
+func writeStaged(ctx context.Context, w io.Writer, m *metadata, layers []*stagedLayer) (*Info, error) {
 	cw := &countingWriter{w: w}
 	open := func(_ context.Context, i int, _ v1.Descriptor) (io.ReadCloser, error) {
 		if _, err := layers[i].f.Seek(0, io.SeekStart); err != nil {
@@ -196,12 +225,150 @@ func Create(ctx context.Context, w io.Writer, spec Spec, opts CreateOptions) (*I
 	if err := writeLayoutOpts(ctx, cw, m, open, nil, false); err != nil {
 		return nil, fmt.Errorf("create bundle: %w", err)
 	}
+	return m.info(cw.n), nil
+}
+
+func (m *metadata) info(size int64) *Info {
 	return &Info{
 		Digest:     m.manifestDigest.String(),
 		Config:     m.config,
 		Signatures: m.signatures(),
-		Size:       cw.n,
-	}, nil
+		Size:       size,
+	}
+}
+
+// createInFile is Create for an output file when the layers' place is
+// reserved: each layer is compressed straight to its place in f, its
+// writeback to disk started as it goes, and the metadata and tar headers
+// are written in front of the layers at the end.
+func createInFile(ctx context.Context, f *os.File, cfg Config, spec Spec, opts CreateOptions,
+	reserved int64) (*Info, error) {
+	base, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, fmt.Errorf("create bundle: %w", err)
+	}
+	var layers []*stagedLayer
+	off := reserved // of the next layer's data, from base
+	for i, src := range spec.Images {
+		if i > 0 {
+			off += tarBlockSize
+		}
+		if _, err := f.Seek(base+off, io.SeekStart); err != nil {
+			return nil, fmt.Errorf("create bundle: %w", err)
+		}
+		l := &stagedLayer{off: off}
+		l.info, l.desc, err = compressImage(ctx, src, opts, &writebackWriter{f: f, off: base + off, done: base + off})
+		if err != nil {
+			return nil, fmt.Errorf("create bundle: image %s: %w", src.Class, err)
+		}
+		layers = append(layers, l)
+		cfg.Images[i] = l.info
+		off += l.desc.Size + padding(l.desc.Size)
+	}
+	m, err := newSignedMetadata(cfg, layers, opts)
+	if err != nil {
+		return nil, fmt.Errorf("create bundle: %w", err)
+	}
+
+	var head bytes.Buffer
+	meta, err := encodeMetadata(m, &head)
+	if err != nil {
+		return nil, fmt.Errorf("create bundle: %w", err)
+	}
+	var room int64
+	if final, err := reservedOffset(m.config, len(m.sigs)); err == nil && final == reserved {
+		room = firstHeaderRoom(reserved, meta)
+	}
+	if room == 0 {
+		// The images changed size or the bound was wrong: move the
+		// layers out of the way and write the file as Write would.
+		return moveAndWrite(ctx, f, base, m, layers, opts.TempDir)
+	}
+	for i, l := range layers {
+		if i == 0 {
+			h, err := encodeHeader(blobName(l.desc.Digest), l.desc.Size, m, room)
+			if err != nil {
+				return nil, fmt.Errorf("create bundle: %w", err)
+			}
+			head.Write(h)
+			if int64(head.Len()) != reserved {
+				return nil, fmt.Errorf("create bundle: metadata and first header take %d bytes, not %d",
+					head.Len(), reserved)
+			}
+			if _, err := f.WriteAt(head.Bytes(), base); err != nil {
+				return nil, fmt.Errorf("create bundle: %w", err)
+			}
+		} else {
+			h, err := encodeHeader(blobName(l.desc.Digest), l.desc.Size, m, 0)
+			if err != nil {
+				return nil, fmt.Errorf("create bundle: %w", err)
+			}
+			if _, err := f.WriteAt(h, base+l.off-tarBlockSize); err != nil {
+				return nil, fmt.Errorf("create bundle: %w", err)
+			}
+		}
+		end := l.off + l.desc.Size
+		if _, err := f.WriteAt(make([]byte, padding(l.desc.Size)), base+end); err != nil {
+			return nil, fmt.Errorf("create bundle: %w", err)
+		}
+	}
+	// The end-of-archive marker: two zero blocks.
+	if _, err := f.WriteAt(make([]byte, 2*tarBlockSize), base+off); err != nil {
+		return nil, fmt.Errorf("create bundle: %w", err)
+	}
+	size := off + 2*tarBlockSize
+	if _, err := f.Seek(base+size, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("create bundle: %w", err)
+	}
+	return m.info(size), nil
+}
+
+// moveAndWrite copies layers written in place in f to temporary files,
+// then writes f afresh from base.
+func moveAndWrite(ctx context.Context, f *os.File, base int64, m *metadata, layers []*stagedLayer,
+	tempDir string) (*Info, error) {
+	defer func() {
+		for _, l := range layers {
+			if l.f != nil {
+				l.remove()
+			}
+		}
+	}()
+	for _, l := range layers {
+		tmp, err := newTempLayer(tempDir)
+		if err != nil {
+			return nil, fmt.Errorf("create bundle: %w", err)
+		}
+		l.f, l.named = tmp.f, tmp.named
+		src := io.NewSectionReader(f, base+l.off, l.desc.Size)
+		if _, err := io.Copy(l.f, src); err != nil {
+			return nil, fmt.Errorf("create bundle: move layer: %w", err)
+		}
+	}
+	if err := f.Truncate(base); err != nil {
+		return nil, fmt.Errorf("create bundle: %w", err)
+	}
+	if _, err := f.Seek(base, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("create bundle: %w", err)
+	}
+	return writeStaged(ctx, f, m, layers)
+}
+
+// writebackWriter writes to a file from offset off on and starts the
+// writeback to disk of every writebackSize bytes it writes.
+type writebackWriter struct {
+	f         *os.File
+	off, done int64
+}
+
+func (w *writebackWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.off += int64(n)
+	if w.off-w.done >= writebackSize {
+		startWriteback(w.f, w.done, w.off-w.done)
+		w.done = w.off
+	}
+	return n, err
 }
 
 // zeroSHA stands in for an image digest while the config is validated
@@ -247,10 +414,12 @@ func newMetadata(cfg Config, layers []*stagedLayer) (*metadata, error) {
 	}, nil
 }
 
-// stagedLayer is a compressed image in a temporary file.
+// stagedLayer is a compressed image in a temporary file, or at offset
+// off of the output file when f is nil.
 type stagedLayer struct {
 	f     *os.File
 	named bool // still has a name to remove
+	off   int64
 	desc  v1.Descriptor
 	info  ImageInfo
 }
@@ -262,31 +431,44 @@ func (l *stagedLayer) remove() {
 	}
 }
 
-// stageImage compresses one image into a temporary file, hashing both the
-// input and the output on the way.
-func stageImage(ctx context.Context, src ImageSource, opts CreateOptions) (*stagedLayer, error) {
-	fi, err := os.Stat(src.Path)
-	if err != nil {
-		return nil, err
-	}
-	tmp, err := os.CreateTemp(opts.TempDir, ".rota-layer-*")
+// newTempLayer creates an empty temporary layer file in dir.
+func newTempLayer(dir string) (*stagedLayer, error) {
+	tmp, err := os.CreateTemp(dir, ".rota-layer-*")
 	if err != nil {
 		return nil, fmt.Errorf("create temporary layer: %w", err)
 	}
 	// Unlinked at once where the system allows it, the file cannot
 	// outlive a killed process.
-	l := &stagedLayer{f: tmp, named: os.Remove(tmp.Name()) != nil}
-	ok := false
-	defer func() {
-		if !ok {
-			l.remove()
-		}
-	}()
+	return &stagedLayer{f: tmp, named: os.Remove(tmp.Name()) != nil}, nil
+}
 
+// stageImage compresses one image into a temporary file.
+func stageImage(ctx context.Context, src ImageSource, opts CreateOptions) (*stagedLayer, error) {
+	l, err := newTempLayer(opts.TempDir)
+	if err != nil {
+		return nil, err
+	}
+	l.info, l.desc, err = compressImage(ctx, src, opts, l.f)
+	if err != nil {
+		l.remove()
+		return nil, err
+	}
+	return l, nil
+}
+
+// compressImage compresses one image to w, hashing both the input and the
+// output on the way.
+func compressImage(ctx context.Context, src ImageSource, opts CreateOptions,
+	w io.Writer) (ImageInfo, v1.Descriptor, error) {
+	fi, err := os.Stat(src.Path)
+	if err != nil {
+		return ImageInfo{}, v1.Descriptor{}, err
+	}
 	var (
 		in        io.Reader
 		mediaType = RawImageMediaType
 		fs        = src.Filesystem
+		progress  func(int64)
 	)
 	if fi.IsDir() {
 		pr, pw := io.Pipe()
@@ -296,44 +478,39 @@ func stageImage(ctx context.Context, src ImageSource, opts CreateOptions) (*stag
 	} else {
 		f, err := os.Open(src.Path)
 		if err != nil {
-			return nil, err
+			return ImageInfo{}, v1.Descriptor{}, err
 		}
 		defer f.Close()
 		if fs == "tar" {
-			return nil, fmt.Errorf("filesystem type tar is only for directories")
+			return ImageInfo{}, v1.Descriptor{}, fmt.Errorf("filesystem type tar is only for directories")
 		}
 		if fs == "" {
 			fs = detectFilesystem(f)
 		}
-		in = f
-	}
-	var progress func(int64)
-	if !fi.IsDir() {
-		progress = opts.Progress
+		in, progress = f, opts.Progress
 	}
 
 	uh := sha256.New()
 	ch := sha256.New()
-	cw := &countingWriter{w: io.MultiWriter(tmp, ch)}
+	cw := &countingWriter{w: io.MultiWriter(w, ch)}
 	n, frames, err := compress(ctx, cw, in, uh, progress, opts)
 	if err != nil {
-		return nil, err
+		return ImageInfo{}, v1.Descriptor{}, err
 	}
-	l.info = ImageInfo{Class: src.Class, Size: n, SHA256: hexSum(uh), Filesystem: fs}
+	info := ImageInfo{Class: src.Class, Size: n, SHA256: hexSum(uh), Filesystem: fs}
 	if n > 0 {
-		l.info.ChunkSize, l.info.Frames = opts.ChunkSize, frames
+		info.ChunkSize, info.Frames = opts.ChunkSize, frames
 	}
-	l.desc = v1.Descriptor{
+	desc := v1.Descriptor{
 		MediaType:   types.MediaType(mediaType),
 		Size:        cw.n,
 		Digest:      v1.Hash{Algorithm: "sha256", Hex: hexSum(ch)},
 		Annotations: map[string]string{AnnotationClass: src.Class},
 	}
-	if err := l.info.validate(); err != nil {
-		return nil, err
+	if err := info.validate(); err != nil {
+		return ImageInfo{}, v1.Descriptor{}, err
 	}
-	ok = true
-	return l, nil
+	return info, desc, nil
 }
 
 func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }

@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -151,29 +152,126 @@ func TestCatchFault_PassesOtherPanicsOn(t *testing.T) {
 	})
 }
 
-func TestCreate_StagedLayerLeavesNothingBehind(t *testing.T) {
+func TestCreate_FileOutputMatchesAnyWriter(t *testing.T) {
 	dir := t.TempDir()
-	img := writeImage(t, dir, "a", 1<<20, 9)
-	tmp := t.TempDir()
-	out, err := os.Create(filepath.Join(dir, "out.rota"))
-	require.NoError(t, err)
-	defer out.Close()
+	signer, kr := testKey(t, Ed25519)
+	rootfs := ImageSource{Class: "rootfs", Path: writeImage(t, dir, "rootfs", 3<<20+77, 9)}
+	boot := ImageSource{Class: "boot", Path: writeImage(t, dir, "boot", 5000, 10)}
+	empty := ImageSource{Class: "data", Path: writeImage(t, dir, "empty", 0, 11)}
+	tree := filepath.Join(dir, "tree")
+	require.NoError(t, os.MkdirAll(tree, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(tree, "f"), []byte("file"), 0o644))
+	tests := []struct {
+		name     string
+		images   []ImageSource
+		reserved bool // the first layer's data is at the reserved offset
+	}{
+		{"one image", []ImageSource{rootfs}, true},
+		{"three images", []ImageSource{boot, rootfs, empty}, true},
+		{"a file tree", []ImageSource{boot, {Class: "app", Path: tree}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			spec := Spec{Compatible: "c", Version: "1.0.0", Created: testCreated, Images: tt.images}
+			opts := CreateOptions{TempDir: tmp, Signers: []*Signer{signer}, ChunkSize: 1 << 20}
+			out, err := os.Create(filepath.Join(tmp, "out.rota"))
+			require.NoError(t, err)
+			defer out.Close()
+			info, err := Create(context.Background(), out, spec, opts)
+			require.NoError(t, err)
+			left, err := os.ReadDir(tmp)
+			require.NoError(t, err)
+			require.Len(t, left, 1, "only the output is left")
+			got, err := os.ReadFile(out.Name())
+			require.NoError(t, err)
+			require.Equal(t, info.Size, int64(len(got)))
+			pos, err := out.Seek(0, io.SeekCurrent)
+			require.NoError(t, err)
+			require.Equal(t, info.Size, pos, "the file offset is at the end")
 
-	spec := Spec{Compatible: "c", Version: "1.0.0", Created: testCreated,
-		Images: []ImageSource{{Class: "rootfs", Path: img}}}
-	_, err = Create(context.Background(), out, spec, CreateOptions{TempDir: tmp})
-	require.NoError(t, err)
-	left, err := os.ReadDir(tmp)
-	require.NoError(t, err)
-	require.Empty(t, left)
+			var buf bytes.Buffer
+			_, err = Create(context.Background(), &buf, spec, opts)
+			require.NoError(t, err)
+			require.True(t, bytes.Equal(buf.Bytes(), got), "file and buffer outputs differ")
 
-	// The layer copied file to file is the one written to any writer.
-	var buf bytes.Buffer
-	_, err = Create(context.Background(), &buf, spec, CreateOptions{TempDir: tmp})
+			b, err := OpenReader(bytes.NewReader(got), Options{})
+			require.NoError(t, err)
+			var written bytes.Buffer
+			_, err = b.Write(context.Background(), &written)
+			require.NoError(t, err)
+			require.True(t, bytes.Equal(got, written.Bytes()), "Create and Write differ")
+
+			want, err := reservedOffset(b.Config(), len(b.Signatures()))
+			require.NoError(t, err)
+			b, err = Open(out.Name(), Options{})
+			require.NoError(t, err)
+			defer b.Close()
+			_, err = b.Verify(kr)
+			require.NoError(t, err)
+			ir, err := b.NextImage(context.Background())
+			require.NoError(t, err)
+			if tt.reserved {
+				require.NotZero(t, want)
+				require.Equal(t, want, ir.FileOffset)
+				require.Zero(t, want%4096)
+			} else {
+				require.Zero(t, want)
+			}
+		})
+	}
+}
+
+func TestCreateInFile_AfterOtherBytesAndWithAWrongReservation(t *testing.T) {
+	dir := t.TempDir()
+	spec := Spec{Compatible: "c", Version: "1.0.0", Created: testCreated, Images: []ImageSource{
+		{Class: "boot", Path: writeImage(t, dir, "boot", 70000, 12)},
+		{Class: "rootfs", Path: writeImage(t, dir, "rootfs", 2<<20, 13)},
+	}}
+	opts := CreateOptions{TempDir: dir, ChunkSize: DefaultChunkSize}
+	var want bytes.Buffer
+	_, err := Create(context.Background(), &want, spec, opts)
 	require.NoError(t, err)
-	got, err := os.ReadFile(out.Name())
+
+	cfg := Config{FormatVersion: FormatVersion, Compatible: "c", Version: "1.0.0", Created: testCreated,
+		Images: make([]ImageInfo, 2)}
+	planned, err := plannedOffset(cfg, spec, opts)
 	require.NoError(t, err)
-	require.True(t, bytes.Equal(buf.Bytes(), got), "file and buffer outputs differ")
+	require.NotZero(t, planned)
+	for _, reserved := range []int64{planned, planned + 4096, 4096} {
+		out, err := os.Create(filepath.Join(dir, "out.rota"))
+		require.NoError(t, err)
+		_, err = out.WriteString("kept")
+		require.NoError(t, err)
+		info, err := createInFile(context.Background(), out, cfg, spec, opts, reserved)
+		require.NoError(t, err)
+		require.NoError(t, out.Close())
+		got, err := os.ReadFile(out.Name())
+		require.NoError(t, err)
+		require.Equal(t, "kept", string(got[:4]), "bytes before the start are kept")
+		require.Equal(t, int64(want.Len()), info.Size)
+		require.True(t, bytes.Equal(want.Bytes(), got[4:]), "reserved %d: output differs", reserved)
+	}
+}
+
+func TestPadHeader(t *testing.T) {
+	for _, room := range []int64{1536, 2048, 4096, 8192 + 512, 65536} {
+		for _, size := range []int64{0, 1 << 20, 9 << 30} {
+			hdr := tarHeader("blobs/sha256/abc", size, testCreated)
+			require.NoError(t, padHeader(hdr, room))
+			var buf bytes.Buffer
+			require.NoError(t, tar.NewWriter(&buf).WriteHeader(hdr))
+			require.Equal(t, room, int64(buf.Len()), "room %d size %d", room, size)
+			got, err := tar.NewReader(&buf).Next()
+			require.NoError(t, err)
+			require.Equal(t, "blobs/sha256/abc", got.Name)
+			require.Equal(t, size, got.Size)
+			require.Equal(t, byte(tar.TypeReg), got.Typeflag)
+		}
+	}
+	for _, room := range []int64{0, 512, 1024, 1500} {
+		require.Error(t, padHeader(tarHeader("x", 1, testCreated), room), "room %d", room)
+	}
 }
 
 type failingWriter struct{ err error }

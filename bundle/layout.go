@@ -37,6 +37,7 @@ type layoutWriter struct {
 	modTime  time.Time
 	progress func(int64)
 	check    bool
+	room     int64 // bytes of the first layer's padded header; 0 for a plain one
 }
 
 func blobName(h v1.Hash) string { return blobPrefix + h.Hex }
@@ -133,6 +134,9 @@ func writeLayoutOpts(ctx context.Context, w io.Writer, m *metadata, open layerOp
 	if err != nil {
 		return err
 	}
+	if lw.room, err = m.firstHeaderRoom(); err != nil {
+		return err
+	}
 	buf := make([]byte, copyBufferSize)
 	for _, e := range entries {
 		if e.layer < 0 {
@@ -157,7 +161,13 @@ func (lw *layoutWriter) layer(ctx context.Context, open layerOpener, i int, d v1
 		return fmt.Errorf("open layer %s: %w", d.Digest, err)
 	}
 	defer rc.Close()
-	if err := lw.header(blobName(d.Digest), d.Size); err != nil {
+	hdr := tarHeader(blobName(d.Digest), d.Size, lw.modTime)
+	if i == 0 && lw.room != 0 {
+		if err := padHeader(hdr, lw.room); err != nil {
+			return fmt.Errorf("write layer %s: %w", d.Digest, err)
+		}
+	}
+	if err := lw.tw.WriteHeader(hdr); err != nil {
 		return fmt.Errorf("write layer %s: %w", d.Digest, err)
 	}
 	if staged, ok := rc.(stagedFile); ok && !lw.check {
