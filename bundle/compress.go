@@ -22,9 +22,12 @@ const DefaultChunkSize = 4 << 20
 // compress zstd-compresses r into w as a series of frames of up to
 // opts.ChunkSize input bytes each, compressed by conc goroutines at once
 // and written in order, while another goroutine feeds the input to uh.
-// It calls progress, when not nil, with each chunk's size as it is read.
-// It returns the number of input bytes. Memory is bounded by about
-// 2 x (conc + 2) chunks.
+// A mapped file is hashed through a mapping of its own, so that hashing,
+// the one step that cannot be split across cores, runs ahead of the
+// compression instead of waiting for it; other input is hashed chunk by
+// chunk as it is read. It calls progress, when not nil, with each chunk's
+// size as it is read. It returns the number of input bytes. Memory is
+// bounded by about 2 x (conc + 2) chunks.
 func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progress func(int64),
 	opts CreateOptions) (int64, []int64, error) {
 	level := opts.Level
@@ -85,11 +88,33 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progr
 	jobs := make(chan *job)
 	order := make(chan *job, conc+1)
 	hashq := make(chan *job, conc+1)
+	var (
+		hashDone  = make(chan struct{})
+		hashed    int64 // bytes hashed through the twin source
+		twinErr   error
+		perChunk  = true
+		twinInput chunkSource
+	)
+	if ts, ok := src.(twinSource); ok {
+		twinInput, perChunk = ts.twin(), false
+		close(hashq)
+	}
 	go func() {
-		for j := range hashq {
-			j.hashErr = catchFault(func() { uh.Write(j.in.b) })
-			close(j.hashed)
+		defer close(hashDone)
+		if perChunk {
+			for j := range hashq {
+				j.hashErr = catchFault(func() { uh.Write(j.in.b) })
+				close(j.hashed)
+			}
+			return
 		}
+		twinErr = hashAll(ctx, twinInput, uh, &hashed)
+	}()
+	// However compress returns, the hasher has stopped using the input
+	// and uh by then.
+	defer func() {
+		cancel()
+		<-hashDone
 	}()
 
 	var wg sync.WaitGroup
@@ -119,7 +144,9 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progr
 	)
 	go func() {
 		defer close(order)
-		defer close(hashq)
+		if perChunk {
+			defer close(hashq)
+		}
 		defer close(jobs)
 		for {
 			c, err := src.next(ctx)
@@ -128,8 +155,10 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progr
 				if progress != nil {
 					progress(int64(n))
 				}
-				j := &job{in: c, out: getOut(),
-					done: make(chan struct{}), hashed: make(chan struct{})}
+				j := &job{in: c, out: getOut(), done: make(chan struct{})}
+				if perChunk {
+					j.hashed = make(chan struct{})
+				}
 				select {
 				case order <- j:
 				case <-ctx.Done():
@@ -139,7 +168,9 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progr
 					readErr = ctx.Err()
 					return
 				}
-				hashq <- j
+				if perChunk {
+					hashq <- j
+				}
 				jobs <- j
 			}
 			if err == io.EOF {
@@ -158,7 +189,9 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progr
 	)
 	for j := range order {
 		<-j.done
-		<-j.hashed
+		if j.hashed != nil {
+			<-j.hashed
+		}
 		if writeErr == nil {
 			writeErr = cmp.Or(j.err, j.hashErr)
 			if writeErr != nil {
@@ -181,6 +214,16 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progr
 		}
 	}
 	wg.Wait()
+	if !perChunk && readErr == nil && writeErr == nil {
+		<-hashDone
+		switch {
+		case twinErr != nil:
+			return total, nil, fmt.Errorf("compress: %w", twinErr)
+		case hashed != total:
+			return total, nil, fmt.Errorf("compress: %w: hashed %d bytes but compressed %d",
+				ErrImageChanged, hashed, total)
+		}
+	}
 	switch {
 	case readErr != nil && (writeErr == nil || !errors.Is(readErr, context.Canceled)):
 		return total, nil, fmt.Errorf("compress: %w", readErr)
@@ -188,4 +231,27 @@ func compress(ctx context.Context, w io.Writer, r io.Reader, uh hash.Hash, progr
 		return total, nil, fmt.Errorf("compress: %w", writeErr)
 	}
 	return total, frames, nil
+}
+
+// hashAll feeds every chunk of src to h, adding their sizes to *n.
+func hashAll(ctx context.Context, src chunkSource, h hash.Hash, n *int64) error {
+	for {
+		c, err := src.next(ctx)
+		if len(c.b) > 0 {
+			herr := catchFault(func() { h.Write(c.b) })
+			*n += int64(len(c.b))
+			if c.put != nil {
+				c.put()
+			}
+			if herr != nil {
+				return herr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

@@ -27,6 +27,13 @@ type chunkSource interface {
 	next(ctx context.Context) (inChunk, error)
 }
 
+// twinSource is a chunkSource that can be read twice at once, each
+// reader at its own pace.
+type twinSource interface {
+	chunkSource
+	twin() chunkSource
+}
+
 // newChunkSource returns the fastest source for r: a regular file is
 // mapped chunk by chunk, where the platform allows, and its holes are
 // skipped unread; anything else is read into pooled buffers.

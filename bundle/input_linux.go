@@ -48,6 +48,14 @@ func mapSource(r io.Reader, size int64, zeros []byte) chunkSource {
 	return &mappedSource{f: f, fd: int(f.Fd()), end: fi.Size(), off: off, data: off, size: size, zeros: zeros}
 }
 
+// twin returns a second source over the same bytes from where s stands
+// now, with its own position: Create hashes a mapped image through one
+// while it compresses it through the other.
+func (s *mappedSource) twin() chunkSource {
+	t := *s
+	return &t
+}
+
 func (s *mappedSource) next(ctx context.Context) (inChunk, error) {
 	if err := ctx.Err(); err != nil {
 		return inChunk{}, err

@@ -288,3 +288,81 @@ func TestCompress_ReportsTheWriteError(t *testing.T) {
 		CreateOptions{ChunkSize: 64 << 10})
 	require.ErrorIs(t, err, full)
 }
+
+func TestMappedSource_TwinReadsOnItsOwn(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("files are mapped on Linux only")
+	}
+	chunk := 64 << 10
+	p, content := sparseImage(t, t.TempDir(), chunk)
+	f, err := os.Open(p)
+	require.NoError(t, err)
+	defer f.Close()
+	src := newChunkSource(f, int64(chunk), make([]byte, chunk))
+	ts, ok := src.(twinSource)
+	require.True(t, ok, "a mapped file can be read twice")
+	twin := ts.twin()
+
+	readAll := func(s chunkSource) []byte {
+		var got []byte
+		for {
+			c, err := s.next(context.Background())
+			got = append(got, c.b...)
+			if c.put != nil {
+				c.put()
+			}
+			if err == io.EOF {
+				return got
+			}
+			require.NoError(t, err)
+		}
+	}
+	// The first chunk read from one does not move the other.
+	first, err := src.next(context.Background())
+	require.NoError(t, err)
+	first.put()
+	require.Equal(t, content, readAll(twin))
+	require.Equal(t, content[chunk:], readAll(src))
+
+	_, isTwin := newChunkSource(bytes.NewReader(content), int64(chunk), nil).(twinSource)
+	require.False(t, isTwin, "a stream is read once")
+}
+
+// truncatingWriter cuts a file to cut bytes on its first write.
+type truncatingWriter struct {
+	path string
+	cut  int64
+	done bool
+}
+
+func (w *truncatingWriter) Write(p []byte) (int, error) {
+	if !w.done {
+		w.done = true
+		if err := os.Truncate(w.path, w.cut); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func TestCompress_ImageCutWhileCompressing(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("files are mapped on Linux only")
+	}
+	chunk := 64 << 10
+	for name, cut := range map[string]int64{
+		"to nothing":       0,
+		"mid chunk":        int64(3*chunk + 100),
+		"before last byte": int64(16*chunk - 1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := writeImage(t, t.TempDir(), "a", 16*chunk, 4)
+			f, err := os.Open(p)
+			require.NoError(t, err)
+			defer f.Close()
+			_, _, err = compress(context.Background(), &truncatingWriter{path: p, cut: cut}, f,
+				sha256.New(), nil, CreateOptions{ChunkSize: int64(chunk), Concurrency: 2})
+			require.ErrorIs(t, err, ErrImageChanged)
+		})
+	}
+}
