@@ -125,16 +125,19 @@ type Info struct {
 }
 
 // Create builds a bundle from spec and writes it as a .rota file to w.
-// Images are streamed from disk in one pass that compresses and hashes
-// them, so memory use does not grow with image size. When w is a regular
+// Images are streamed from disk, compressed and hashed at once, so memory
+// use does not grow with image size. When w is a regular
 // *os.File and the images are raw image files, each layer is compressed
 // straight to its place in the file (see docs/bundle-format.md, reserved
 // offset) and the metadata is written in front of the layers at the end;
 // otherwise each layer is compressed to a temporary file in
 // CreateOptions.TempDir first. On Linux, image files are mapped rather
-// than read and their holes are skipped unread; an image file must not
-// change while Create reads it (one that shrinks fails with
-// ErrImageChanged). The output is the same whatever w is.
+// than read, hashed through a mapping of their own so that hashing runs
+// ahead of compression, and their holes are skipped unread. An image file
+// must not change while Create reads it: one that shrinks fails with
+// ErrImageChanged, and one changed in place can give a bundle whose
+// digests do not match its layers, which readers refuse. The output is
+// the same whatever w is.
 func Create(ctx context.Context, w io.Writer, spec Spec, opts CreateOptions) (*Info, error) {
 	created := spec.Created
 	if created.IsZero() {

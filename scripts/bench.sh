@@ -7,8 +7,8 @@
 # Every tool writes a durable file (ROTA fsyncs its output; the zstd runs
 # are followed by `sync FILE`), input files are read once first so that
 # each run reads from the page cache, dirty pages are flushed before each
-# run, ROTA and zstd alternate, and each figure is the median of RUNS runs. Results are printed as a Markdown table for
-# docs/benchmarks.md.
+# run, ROTA and zstd alternate, and each figure is the median of RUNS runs.
+# Results are printed as a Markdown table for docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-$PWD/.bench}
