@@ -39,6 +39,16 @@ func sparseImage(t *testing.T, dir string, chunk int) (string, []byte) {
 	return p, want
 }
 
+// openSource opens the file at p and returns its chunk source; the file
+// is closed when the test ends.
+func openSource(t *testing.T, p string, chunk int, zeros []byte) chunkSource {
+	t.Helper()
+	f, err := os.Open(p)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	return newChunkSource(f, int64(chunk), zeros)
+}
+
 func TestCreate_SparseAndPipedImagesGiveTheSameBundle(t *testing.T) {
 	dir := t.TempDir()
 	chunk := 64 << 10
@@ -79,11 +89,8 @@ func TestMappedSource_HolesAndShrinking(t *testing.T) {
 	dir := t.TempDir()
 	chunk := 64 << 10
 	p, content := sparseImage(t, dir, chunk)
-	f, err := os.Open(p)
-	require.NoError(t, err)
-	defer f.Close()
 	zeros := make([]byte, chunk)
-	src := newChunkSource(f, int64(chunk), zeros)
+	src := openSource(t, p, chunk, zeros)
 	require.IsType(t, &mappedSource{}, src)
 
 	ctx := context.Background()
@@ -110,10 +117,7 @@ func TestMappedSource_HolesAndShrinking(t *testing.T) {
 	require.GreaterOrEqual(t, holes, 1, "holes are not read")
 
 	t.Run("cut under a mapping", func(t *testing.T) {
-		f, err := os.Open(p)
-		require.NoError(t, err)
-		defer f.Close()
-		src := newChunkSource(f, int64(chunk), zeros)
+		src := openSource(t, p, chunk, zeros)
 		c, err := src.next(ctx)
 		require.NoError(t, err)
 		require.NotNil(t, c.put)
@@ -127,10 +131,7 @@ func TestMappedSource_HolesAndShrinking(t *testing.T) {
 		p := filepath.Join(dir, "cut.img")
 		require.NoError(t, os.WriteFile(p, content[:chunk], 0o644))
 		require.NoError(t, os.Truncate(p, 3*int64(chunk)))
-		f, err := os.Open(p)
-		require.NoError(t, err)
-		defer f.Close()
-		src := newChunkSource(f, int64(chunk), zeros)
+		src := openSource(t, p, chunk, zeros)
 		c, err := src.next(ctx)
 		require.NoError(t, err)
 		c.put()
@@ -295,10 +296,7 @@ func TestMappedSource_TwinReadsOnItsOwn(t *testing.T) {
 	}
 	chunk := 64 << 10
 	p, content := sparseImage(t, t.TempDir(), chunk)
-	f, err := os.Open(p)
-	require.NoError(t, err)
-	defer f.Close()
-	src := newChunkSource(f, int64(chunk), make([]byte, chunk))
+	src := openSource(t, p, chunk, make([]byte, chunk))
 	ts, ok := src.(twinSource)
 	require.True(t, ok, "a mapped file can be read twice")
 	twin := ts.twin()
