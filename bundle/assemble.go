@@ -175,11 +175,13 @@ func (a *Assembled) build(ctx context.Context, m *metadata, open BlobOpener) err
 	var mem bytes.Buffer
 	for _, e := range entries {
 		tw := tar.NewWriter(&mem)
-		hdr := tarHeader(e.name, e.size, modTime)
-		if e.layer == 0 && room != 0 {
-			if err := padHeader(hdr, room); err != nil {
-				return err
-			}
+		hdrRoom := room
+		if e.layer != 0 {
+			hdrRoom = 0
+		}
+		hdr, err := layerHeader(e.name, e.size, modTime, hdrRoom)
+		if err != nil {
+			return err
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return fmt.Errorf("encode header of %s: %w", e.name, err)

@@ -161,11 +161,13 @@ func (lw *layoutWriter) layer(ctx context.Context, open layerOpener, i int, d v1
 		return fmt.Errorf("open layer %s: %w", d.Digest, err)
 	}
 	defer rc.Close()
-	hdr := tarHeader(blobName(d.Digest), d.Size, lw.modTime)
-	if i == 0 && lw.room != 0 {
-		if err := padHeader(hdr, lw.room); err != nil {
-			return fmt.Errorf("write layer %s: %w", d.Digest, err)
-		}
+	room := lw.room
+	if i != 0 {
+		room = 0
+	}
+	hdr, err := layerHeader(blobName(d.Digest), d.Size, lw.modTime, room)
+	if err != nil {
+		return fmt.Errorf("write layer %s: %w", d.Digest, err)
 	}
 	if err := lw.tw.WriteHeader(hdr); err != nil {
 		return fmt.Errorf("write layer %s: %w", d.Digest, err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -51,7 +52,7 @@ func reservedOffset(cfg Config, nsig int) (int64, error) {
 		// Every frame at twice the chunk size has at least as many digits
 		// as any frame can have.
 		maxFrame := 2 * max(im.ChunkSize, 1)
-		frames := make([]int64, len(im.Frames))
+		var frames []int64
 		if im.Size > 0 {
 			frames = make([]int64, (im.Size+im.ChunkSize-1)/im.ChunkSize)
 		}
@@ -197,14 +198,24 @@ func padHeader(hdr *tar.Header, room int64) error {
 	return nil
 }
 
-// encodeHeader returns the tar header of a layer entry, padded to room
+// layerHeader returns the tar header of a layer entry, padded to room
 // bytes when room is not zero.
-func encodeHeader(name string, size int64, m *metadata, room int64) ([]byte, error) {
-	hdr := tarHeader(name, size, m.entryTime())
+func layerHeader(name string, size int64, modTime time.Time, room int64) (*tar.Header, error) {
+	hdr := tarHeader(name, size, modTime)
 	if room != 0 {
 		if err := padHeader(hdr, room); err != nil {
 			return nil, err
 		}
+	}
+	return hdr, nil
+}
+
+// encodeHeader returns the encoded tar header of a layer entry, padded to
+// room bytes when room is not zero.
+func encodeHeader(name string, size int64, m *metadata, room int64) ([]byte, error) {
+	hdr, err := layerHeader(name, size, m.entryTime(), room)
+	if err != nil {
+		return nil, err
 	}
 	var buf bytes.Buffer
 	if err := tar.NewWriter(&buf).WriteHeader(hdr); err != nil {
